@@ -1,0 +1,197 @@
+"""The command line, declared in one place.  Commands live in qdiag/commands/;
+this module only parses, dispatches, and turns errors into exit statuses."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import List, Optional
+
+import typer
+from typing_extensions import Annotated
+
+from qdiag import __version__
+from qdiag.errors import exit_status
+from qdiag.exit_codes import ExitCode
+
+app = typer.Typer(
+    name="qdiag",
+    help="Find out why a queue is backing up: Kafka lag, RabbitMQ depth, Redis streams and job lists, "
+         "the consumers, their host and their dependencies, ranked into possible root causes.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+playbooks_app = typer.Typer(help="List or validate diagnosis playbooks.", no_args_is_help=True)
+app.add_typer(playbooks_app, name="playbooks")
+
+_STATE = {"debug": False}
+
+# --- options shared by the commands that probe ------------------------------------------
+Kafka = Annotated[Optional[str], typer.Option("--kafka", help="Kafka bootstrap servers HOST:PORT[,HOST:PORT].", rich_help_panel="Targets")]
+Rabbit = Annotated[Optional[str], typer.Option("--rabbitmq", help="RabbitMQ: management API http(s)://user:pass@host:15672, or amqp://user:pass@host:5672/vhost.", rich_help_panel="Targets")]
+Redis = Annotated[Optional[str], typer.Option("--redis", help="Redis URL redis://[user:pass@]host:6379/db (rediss:// for TLS).", rich_help_panel="Targets")]
+Queues = Annotated[Optional[List[str]], typer.Option("--queue", help="Focus on this topic, queue, stream or list (repeatable).", rich_help_panel="Targets")]
+Groups = Annotated[Optional[List[str]], typer.Option("--group", help="Kafka consumer group or Redis stream group (repeatable).", rich_help_panel="Targets")]
+Pids = Annotated[Optional[List[int]], typer.Option("--pid", help="Consumer process id (repeatable).", rich_help_panel="Targets")]
+Processes = Annotated[Optional[List[str]], typer.Option("--process", help="Regex matched against command lines to find consumer processes (repeatable).", rich_help_panel="Targets")]
+Dependencies = Annotated[Optional[List[str]], typer.Option("--dependency", help="Downstream endpoint: http(s)://, tcp://host:port, postgres://, mysql://, redis://, amqp:// (repeatable).", rich_help_panel="Targets")]
+Logs = Annotated[Optional[List[str]], typer.Option("--log", help="Log file glob to scan for overflow messages (repeatable).", rich_help_panel="Targets")]
+Window = Annotated[Optional[float], typer.Option("--window", help="Sampling window in seconds [default: 5].", rich_help_panel="Run")]
+Timeout = Annotated[Optional[float], typer.Option("--timeout", help="Deadline for the whole run in seconds [default: 30].", rich_help_panel="Run")]
+ProbeTimeout = Annotated[Optional[float], typer.Option("--probe-timeout", help="Seconds each probe may take beyond the window (overrides probe defaults).", rich_help_panel="Run")]
+OnlyProbes = Annotated[Optional[List[str]], typer.Option("--probe", help="Run only this probe (repeatable); see 'qdiag probes'.", rich_help_panel="Run")]
+SkipProbes = Annotated[Optional[List[str]], typer.Option("--no-probe", help="Do not run this probe (repeatable).", rich_help_panel="Run")]
+NoAuto = Annotated[bool, typer.Option("--no-auto-detect", help="Do not look for brokers on this host's default ports.", rich_help_panel="Run")]
+Config = Annotated[Optional[str], typer.Option("--config", help="Config file [default: ./qdiag.toml, else ~/.config/qdiag/qdiag.toml].", rich_help_panel="Run")]
+Debug = Annotated[bool, typer.Option("--debug", help="Log to stderr and show tracebacks.", rich_help_panel="Run")]
+Format = Annotated[str, typer.Option("--format", "-f", help="Report format: text, json or markdown.", rich_help_panel="Output")]
+Output = Annotated[Optional[str], typer.Option("--output", "-o", help="Write the report to FILE instead of stdout.", rich_help_panel="Output")]
+Playbooks = Annotated[Optional[List[str]], typer.Option("--playbook", help="Extra playbook file; its rules add to or replace built-in ones (repeatable).", rich_help_panel="Diagnosis")]
+Baseline = Annotated[Optional[str], typer.Option("--baseline", help="Snapshot taken in normal times, to compare rates against.", rich_help_panel="Diagnosis")]
+
+
+def _settings(**flags):
+    from qdiag import config
+
+    if flags.get("debug"):
+        _enable_debug()
+    flags["auto_detect"] = False if flags.pop("no_auto_detect", False) else None
+    return config.resolve(flags)
+
+
+def _enable_debug() -> None:
+    _STATE["debug"] = True
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
+    handler.addFilter(_RedactingFilter())
+    root = logging.getLogger("qdiag")
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG)
+
+
+class _RedactingFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        from qdiag.redact import Redactor
+
+        record.msg = Redactor()(record.getMessage())
+        record.args = ()
+        return True
+
+
+@app.callback(invoke_without_command=True)
+def _root(
+    ctx: typer.Context,
+    version: Annotated[bool, typer.Option("--version", help="Print the version and exit.")] = False,
+    debug: Debug = False,
+) -> None:
+    if version:
+        print(f"qdiag {__version__}")
+        raise typer.Exit(0)
+    if debug:
+        _enable_debug()
+    if ctx.invoked_subcommand is None:
+        print(ctx.get_help())
+
+
+@app.command()
+def investigate(
+    kafka: Kafka = None, rabbitmq: Rabbit = None, redis: Redis = None, queue: Queues = None, group: Groups = None,
+    pid: Pids = None, process: Processes = None, dependency: Dependencies = None, log: Logs = None,
+    window: Window = None, timeout: Timeout = None, probe_timeout: ProbeTimeout = None, probe: OnlyProbes = None,
+    no_probe: SkipProbes = None, no_auto_detect: NoAuto = False, config: Config = None, debug: Debug = False,
+    format: Format = "text", output: Output = None, playbook: Playbooks = None, baseline: Baseline = None,
+) -> None:
+    """Probe everything and print the ranked root-cause report."""
+    from qdiag.commands import investigate as cmd
+
+    settings = _settings(kafka=kafka, rabbitmq=rabbitmq, redis=redis, queues=queue, groups=group, pids=pid,
+                         processes=process, dependencies=dependency, logs=log, window=window, timeout=timeout,
+                         probe_timeout=probe_timeout, only_probes=probe, skip_probes=no_probe,
+                         no_auto_detect=no_auto_detect, config=config, debug=debug)
+    cmd.run(settings, sys.argv, fmt=format, output=output, playbooks=playbook or [], baseline=baseline)
+
+
+@app.command()
+def snapshot(
+    kafka: Kafka = None, rabbitmq: Rabbit = None, redis: Redis = None, queue: Queues = None, group: Groups = None,
+    pid: Pids = None, process: Processes = None, dependency: Dependencies = None, log: Logs = None,
+    window: Window = None, timeout: Timeout = None, probe_timeout: ProbeTimeout = None, probe: OnlyProbes = None,
+    no_probe: SkipProbes = None, no_auto_detect: NoAuto = False, config: Config = None, debug: Debug = False,
+    output: Annotated[Optional[str], typer.Option("--output", "-o", help="Snapshot file [default: qdiag-<host>-<UTC time>.json.gz].", rich_help_panel="Output")] = None,
+) -> None:
+    """Record everything observed into one gzip JSON file (mode 0600) to attach to a ticket."""
+    from qdiag.commands import snapshot as cmd
+
+    settings = _settings(kafka=kafka, rabbitmq=rabbitmq, redis=redis, queues=queue, groups=group, pids=pid,
+                         processes=process, dependencies=dependency, logs=log, window=window, timeout=timeout,
+                         probe_timeout=probe_timeout, only_probes=probe, skip_probes=no_probe,
+                         no_auto_detect=no_auto_detect, config=config, debug=debug)
+    cmd.run(settings, sys.argv, output=output)
+
+
+@app.command()
+def report(
+    snapshot_file: Annotated[str, typer.Argument(metavar="SNAPSHOT", help="A file written by 'qdiag snapshot'.")],
+    format: Format = "text", output: Output = None, playbook: Playbooks = None, baseline: Baseline = None,
+    debug: Debug = False,
+) -> None:
+    """Re-render the report from a snapshot, anywhere, offline."""
+    from qdiag.commands import report as cmd
+
+    if debug:
+        _enable_debug()
+    cmd.run(snapshot_file, fmt=format, output=output, playbooks=playbook or [], baseline=baseline)
+
+
+@app.command("probes")
+def list_probes() -> None:
+    """List the probes, what each needs and its default allowance beyond the window."""
+    from qdiag.probe import all_probes
+
+    for probe in all_probes().values():
+        needs = ", ".join(probe.needs) if probe.needs else "always"
+        print(f"{probe.name:<14} needs: {needs:<22} +{probe.timeout_s:g}s  {probe.description}")
+
+
+@playbooks_app.command("list")
+def playbooks_list(playbook: Playbooks = None) -> None:
+    """Show the six steps and the rules in each (built-in plus --playbook files)."""
+    from qdiag.commands import playbooks as cmd
+
+    cmd.list_rules(playbook or [])
+
+
+@playbooks_app.command("validate")
+def playbooks_validate(
+    files: Annotated[List[str], typer.Argument(metavar="FILE...", help="Playbook files to check.")],
+) -> None:
+    """Check playbook files; errors name file:line."""
+    from qdiag.commands import playbooks as cmd
+
+    cmd.validate(files)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: run the CLI, map every failure to an exit status and one line."""
+    args = sys.argv[1:] if argv is None else list(argv)
+    _STATE["debug"] = "--debug" in args
+    try:
+        result = app(args=args, prog_name="qdiag", standalone_mode=False)
+        code = int(result) if isinstance(result, int) else ExitCode.OK
+    except SystemExit as exc:  # typer.Exit inside callbacks
+        code = exc.code if isinstance(exc.code, int) else ExitCode.OK
+    except BaseException as exc:  # noqa: BLE001 - this is the one place that maps errors
+        if type(exc).__name__ == "Exit" and hasattr(exc, "exit_code"):  # click's/typer's Exit
+            code = exc.exit_code
+        else:
+            code, message = exit_status(exc)
+            if _STATE["debug"]:
+                import traceback
+
+                traceback.print_exc()
+            print(f"qdiag: error: {message}", file=sys.stderr)
+    if argv is None:
+        sys.exit(int(code))
+    return int(code)

@@ -1,0 +1,1 @@
+"""One module per subcommand; qdiag/cli.py only parses and dispatches."""

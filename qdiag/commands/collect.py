@@ -1,0 +1,92 @@
+"""Shared by investigate, snapshot and check: resolve what to probe, run the
+probes with live progress, and return a redacted snapshot document."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from contextlib import contextmanager
+from typing import Any
+
+from qdiag import autodetect, snapshot
+from qdiag.config import Settings
+from qdiag.redact import Redactor, redact_url
+from qdiag.runner import run_probes
+
+log = logging.getLogger("qdiag")
+
+
+def lower_priority() -> None:
+    """qdiag runs on hosts that are already struggling: never compete with the workload."""
+    try:
+        os.nice(10)
+    except OSError:
+        pass
+
+
+def settings_doc(settings: Settings, auto_found: list[str]) -> dict[str, Any]:
+    t = settings.targets
+    return {
+        "targets": {
+            "kafka": t.kafka.label() if t.kafka else None,
+            "rabbitmq": redact_url(t.rabbitmq.url) if t.rabbitmq else None,
+            "redis": redact_url(t.redis.url) if t.redis else None,
+            "queues": list(t.queues), "groups": list(t.groups), "pids": list(t.pids),
+            "processes": list(t.process_patterns), "dependencies": [redact_url(d) for d in t.dependencies],
+            "logs": list(t.logs),
+        },
+        "auto_detected": auto_found,
+        "window_s": settings.window_s,
+        "timeout_s": settings.timeout_s,
+        "probe_timeout_s": settings.probe_timeout_s,
+        "only_probes": list(settings.only_probes),
+        "skip_probes": list(settings.skip_probes),
+        "config_file": settings.config_file,
+    }
+
+
+@contextmanager
+def _progress(enabled: bool):
+    """Live per-probe progress on stderr when it is a terminal; silent otherwise."""
+    if not enabled:
+        yield lambda name, status: None
+        return
+    from rich.console import Console
+
+    console = Console(stderr=True)
+    states: dict[str, str] = {}
+
+    def line() -> str:
+        running = sorted(n for n, s in states.items() if s == "running")
+        done = sum(1 for s in states.values() if s != "running")
+        return f"probing: {done}/{len(states)} done" + (f"; waiting for {', '.join(running)}" if running else "")
+
+    with console.status(line()) as status:
+        def on_event(name: str, state: str) -> None:
+            states[name] = state
+            status.update(line())
+
+        yield on_event
+
+
+def collect(settings: Settings, argv: list[str], *, progress: bool | None = None) -> dict[str, Any]:
+    settings, auto_found = autodetect.detect(settings)
+    for found in auto_found:
+        log.info("auto-detected %s", found)
+    show = sys.stderr.isatty() if progress is None else progress
+    with _progress(show) as on_event:
+        results, discovered = run_probes(settings, on_event=on_event)
+    doc = snapshot.build(
+        probes=[r.as_dict() for r in results],
+        settings_doc=settings_doc(settings, auto_found),
+        command=list(argv),
+        window_s=settings.window_s,
+        discovered=discovered,
+    )
+    # Redaction happens once, here, before anything is written or printed.
+    return Redactor(settings.targets.secrets())(doc)
+
+
+def anything_probed(doc: dict) -> bool:
+    return any(p.get("status") == "ok" for p in doc.get("probes", []))

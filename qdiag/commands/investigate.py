@@ -1,0 +1,21 @@
+"""qdiag investigate: snapshot then report, in one process."""
+
+from __future__ import annotations
+
+from qdiag.commands.collect import anything_probed, collect, lower_priority
+from qdiag.commands.output import emit_report
+from qdiag.commands.report import load_baseline, load_rules
+from qdiag.config import Settings
+from qdiag.errors import NothingProbed
+from qdiag.report.build import build_report
+
+
+def run(settings: Settings, argv: list[str], *, fmt: str, output: str | None, playbooks: list[str],
+        baseline: str | None) -> None:
+    rules = load_rules(playbooks)  # a bad playbook fails before minutes of probing, not after
+    base = load_baseline(baseline)
+    lower_priority()
+    doc = collect(settings, argv)
+    emit_report(build_report(doc, rules, base), fmt, output)
+    if not anything_probed(doc):
+        raise NothingProbed("no probe produced data", "see the probe table above for why each one failed")

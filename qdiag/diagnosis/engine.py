@@ -1,0 +1,187 @@
+"""Walk the rules over the subjects, score each (cause, subject), rank them,
+and decide the verdict."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from qdiag.diagnosis import expr, template
+from qdiag.diagnosis.facts import Subject, subjects
+from qdiag.diagnosis.playbook import Rule
+from qdiag.diagnosis.taxonomy import CAUSES, STEPS
+
+# Below this a cause is not reported as a possible root cause (it stays a finding).
+SCORE_FLOOR = 0.3
+# Consequences rank below what explains them: a full queue is what consumers
+# being stuck, absent or slow looks like from the broker's side.
+EXPLAINED_BY = {
+    "queue-limit-reached": ("consumers-absent", "consumer-stuck", "slow-consumer-logic", "slow-dependency",
+                            "dependency-failure", "cpu-saturation", "memory-pressure", "poison-message",
+                            "undersized-consumer-pool", "traffic-spike"),
+    "undersized-consumer-pool": ("cpu-saturation", "consumer-stuck", "slow-dependency", "slow-consumer-logic"),
+}
+DEMOTION = 0.9
+# Which probe feeds each kind of subject, to say why a step found nothing.
+KIND_PROBES = {"queue": ("kafka", "rabbitmq", "redis"), "host": ("host",), "process": ("process",),
+               "threads": ("threads",), "dependency": ("dependencies",), "log": ("logs",),
+               "broker": ("rabbitmq", "redis", "kafka")}
+
+
+@dataclass
+class Hit:
+    rule: Rule
+    subject: str
+    strength: float
+    evidence: str
+    facts: dict[str, Any] = field(repr=False, default_factory=dict)
+
+
+def _strength(rule: Rule, facts: dict) -> float:
+    if rule.strength_tree is None:
+        return 1.0
+    value = expr.evaluate(rule.strength_tree, facts)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return 1.0 if value else 0.0
+    return max(0.0, min(1.0, float(value)))
+
+
+def evaluate(rules: list[Rule], snapshot: dict, baseline: dict | None = None) -> list[Hit]:
+    all_subjects: list[Subject] = list(subjects(snapshot, baseline))
+    hits = []
+    for rule in rules:
+        for subject in all_subjects:
+            if subject.kind != rule.kind:
+                continue
+            if not expr.evaluate(rule.when_tree, subject.facts):
+                continue
+            strength = _strength(rule, subject.facts)
+            if strength <= 0:
+                continue
+            subject_id = template.render(rule.subject, subject.facts) if rule.subject else subject.id
+            hits.append(Hit(rule, subject_id, strength, template.render(rule.evidence, subject.facts), subject.facts))
+    return hits
+
+
+def rank(hits: list[Hit]) -> list[dict[str, Any]]:
+    groups: dict[tuple[str, str], list[Hit]] = {}
+    for hit in hits:
+        groups.setdefault((hit.rule.cause, hit.subject), []).append(hit)
+    scored = []
+    for (cause, subject), group in groups.items():
+        # Independent pieces of evidence combine as a noisy-OR: each can only
+        # add confidence, never push it past 1.
+        miss = 1.0
+        for hit in group:
+            miss *= 1.0 - hit.rule.weight * hit.strength
+        scored.append({"id": cause, "subject": subject, "score": 1.0 - miss, "hits": group})
+    best = {}
+    for item in scored:
+        best[item["id"]] = max(best.get(item["id"], 0.0), item["score"])
+    for item in scored:
+        explainers = [best.get(c, 0.0) for c in EXPLAINED_BY.get(item["id"], ())]
+        top = max(explainers, default=0.0)
+        if top >= SCORE_FLOOR and item["score"] >= top * DEMOTION:
+            item["score"] = top * DEMOTION
+            item["explained_by"] = [c for c in EXPLAINED_BY[item["id"]] if best.get(c, 0.0) == top]
+    scored.sort(key=lambda i: (-round(i["score"], 6), CAUSES[i["id"]], i["id"], i["subject"]))
+    out = []
+    for item in scored:
+        hits_sorted = sorted(item["hits"], key=lambda h: (-h.rule.weight * h.strength, h.rule.id))
+        cause = {
+            "id": item["id"], "score": round(item["score"], 3), "step": CAUSES[item["id"]],
+            "subject": item["subject"], "title": _title(item["id"], item["subject"]),
+            "evidence": _unique(h.evidence for h in hits_sorted),
+            "mitigations": {
+                "immediate": _unique(template.render(m, h.facts) for h in hits_sorted for m in h.rule.immediate),
+                "long_term": _unique(template.render(m, h.facts) for h in hits_sorted for m in h.rule.long_term),
+            },
+            "next_commands": _unique(template.render(c, h.facts) for h in hits_sorted for c in h.rule.next),
+            "rules": [h.rule.id for h in hits_sorted],
+        }
+        if item.get("explained_by"):
+            cause["explained_by"] = item["explained_by"]
+        out.append(cause)
+    return out
+
+
+TITLES = {
+    "consumers-absent": "nothing is consuming {subject}",
+    "cpu-saturation": "out of CPU: {subject}",
+    "memory-pressure": "memory pressure: {subject}",
+    "io-saturation": "disk saturated: {subject}",
+    "network-saturation": "network drops or retransmits: {subject}",
+    "consumer-stuck": "consumer alive but not progressing: {subject}",
+    "slow-consumer-logic": "consumer busy in its own code, too slow per message: {subject}",
+    "poison-message": "the same messages redelivered again and again: {subject}",
+    "slow-dependency": "consumers waiting on a slow downstream service: {subject}",
+    "dependency-failure": "a downstream service is refusing or erroring: {subject}",
+    "undersized-consumer-pool": "too few consumers for the load while resources are idle: {subject}",
+    "queue-limit-reached": "queue limit reached, messages rejected or dropped: {subject}",
+    "broker-resource-alarm": "the broker is throttling publishers: {subject}",
+    "os-limit-reached": "an OS limit is reached: {subject}",
+    "traffic-spike": "producers far above consumer capacity: {subject}",
+    "partition-skew": "one partition carries the backlog: {subject}",
+}
+
+
+def _title(cause: str, subject: str) -> str:
+    return "Possible root cause: " + TITLES[cause].format(subject=subject)
+
+
+def _unique(items) -> list[str]:
+    seen, out = set(), []
+    for item in items:
+        if item not in seen:
+            seen.add(item)
+            out.append(item)
+    return out
+
+
+def steps(hits: list[Hit], snapshot: dict) -> list[dict[str, Any]]:
+    statuses = {p.get("name"): p for p in snapshot.get("probes", [])}
+    by_step: dict[int, list[Hit]] = {n: [] for n in STEPS}
+    for hit in hits:
+        by_step[hit.rule.step].append(hit)
+    out = []
+    for number, name in STEPS.items():
+        found = sorted(by_step[number], key=lambda h: (-h.rule.weight * h.strength, h.rule.id, h.subject))
+        findings = [{"rule": h.rule.id, "cause": h.rule.cause, "subject": h.subject, "text": h.evidence,
+                     "strength": round(h.strength, 3)} for h in found]
+        entry = {"number": number, "name": name, "findings": findings}
+        if not findings:
+            entry["note"] = _why_nothing(number, statuses)
+        out.append(entry)
+    return out
+
+
+_STEP_SOURCES = {1: ("kafka", "rabbitmq", "redis", "logs"), 2: ("host", "process"), 3: ("threads", "kafka", "rabbitmq", "redis"),
+                 4: ("dependencies", "threads"), 5: ("rabbitmq", "redis", "kafka", "host", "process"),
+                 6: ("kafka", "rabbitmq", "redis")}
+
+
+def _why_nothing(number: int, statuses: dict) -> str:
+    ran = [n for n in _STEP_SOURCES[number] if statuses.get(n, {}).get("status") == "ok"]
+    if ran:
+        return "nothing found (looked at: " + ", ".join(ran) + ")"
+    reasons = [f"{n}: {statuses[n].get('error') or statuses[n].get('status')}" for n in _STEP_SOURCES[number]
+               if n in statuses]
+    return "skipped: no data" + (" (" + "; ".join(reasons) + ")" if reasons else "")
+
+
+def verdict(snapshot: dict, queues: list[dict], causes: list[dict]) -> str:
+    if not any(p.get("status") == "ok" for p in snapshot.get("probes", [])):
+        return "unknown"
+    backing = [q for q in queues if q.get("backing_up")]
+    for q in queues:
+        status = str(q.get("status") or "").lower()
+        fill = q.get("fill_ratio")
+        if status in ("full", "rejecting") or (isinstance(fill, (int, float)) and fill >= 0.99) or q.get("data_at_risk"):
+            return "critical"
+        if q.get("backing_up") and q.get("consumers") == 0:
+            return "critical"
+    if any(c["id"] in ("consumers-absent", "queue-limit-reached") and c["score"] >= 0.6 for c in causes):
+        return "critical"
+    if not backing and not any(c["score"] >= SCORE_FLOOR for c in causes):
+        return "healthy"
+    return "degraded"

@@ -1,0 +1,182 @@
+"""The playbooks' condition language: a small, safe subset of Python
+expressions, interpreted here node by node.  Nothing in a playbook can call
+arbitrary functions, import, read attributes of Python objects or touch files:
+names resolve only to observation facts, attributes only walk into dicts, and
+calls only reach the functions in FUNCTIONS.
+
+Unknown facts are None, and a comparison involving None is false, so a rule
+whose evidence is missing simply does not fire.
+"""
+
+from __future__ import annotations
+
+import ast
+import math
+import operator
+from typing import Any, Callable, Mapping
+
+
+class ExprError(ValueError):
+    """A condition that cannot be parsed or uses something not allowed."""
+
+
+def _clamp(value, low=0.0, high=1.0):
+    if value is None:
+        return None
+    return max(low, min(high, value))
+
+
+def _ratio(numerator, denominator):
+    if numerator is None or denominator in (None, 0):
+        return None
+    return numerator / denominator
+
+
+def _count(items, *_):
+    return len(items) if isinstance(items, (list, tuple, dict)) else None
+
+
+def _nonnull_min(*values):
+    values = [v for v in values if v is not None]
+    return min(values) if values else None
+
+
+def _nonnull_max(*values):
+    values = [v for v in values if v is not None]
+    return max(values) if values else None
+
+
+def _contains(container, item):
+    if container is None:
+        return False
+    return item in container
+
+
+FUNCTIONS: dict[str, Callable] = {
+    "min": _nonnull_min,
+    "max": _nonnull_max,
+    "abs": lambda v: None if v is None else abs(v),
+    "clamp": _clamp,
+    "ratio": _ratio,
+    "count": _count,
+    "contains": _contains,
+    "log10": lambda v: None if v is None or v <= 0 else math.log10(v),
+    "known": lambda v: v is not None,
+}
+
+_BINOPS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul,
+           ast.Div: operator.truediv, ast.Mod: operator.mod}
+_CMPOPS = {ast.Lt: operator.lt, ast.LtE: operator.le, ast.Gt: operator.gt, ast.GtE: operator.ge,
+           ast.Eq: operator.eq, ast.NotEq: operator.ne, ast.In: lambda a, b: _contains(b, a),
+           ast.NotIn: lambda a, b: not _contains(b, a)}
+_ALLOWED = (ast.Expression, ast.BoolOp, ast.And, ast.Or, ast.UnaryOp, ast.Not, ast.USub, ast.BinOp,
+            ast.Compare, ast.Name, ast.Load, ast.Constant, ast.Attribute, ast.Call, ast.List, ast.Tuple,
+            ast.IfExp, *_BINOPS, *_CMPOPS)
+MAX_LENGTH = 2000
+
+
+def parse(source: str) -> ast.Expression:
+    """Parse and vet a condition; raises ExprError naming what is not allowed."""
+    if not isinstance(source, str) or not source.strip():
+        raise ExprError("empty expression")
+    if len(source) > MAX_LENGTH:
+        raise ExprError(f"expression longer than {MAX_LENGTH} characters")
+    try:
+        tree = ast.parse(source.strip(), mode="eval")
+    except SyntaxError as exc:
+        raise ExprError(f"syntax error at column {exc.offset}: {exc.msg}") from None
+    for node in ast.walk(tree):
+        if not isinstance(node, _ALLOWED):
+            raise ExprError(f"'{type(node).__name__}' is not allowed in a playbook expression")
+        if isinstance(node, ast.Attribute) and node.attr.startswith("_"):
+            raise ExprError(f"'.{node.attr}': names starting with '_' are not allowed")
+        if isinstance(node, ast.Name) and node.id.startswith("_"):
+            raise ExprError(f"'{node.id}': names starting with '_' are not allowed")
+        if isinstance(node, ast.Call):
+            if not isinstance(node.func, ast.Name) or node.func.id not in FUNCTIONS:
+                raise ExprError("only these functions can be called: " + ", ".join(sorted(FUNCTIONS)))
+            if node.keywords:
+                raise ExprError("keyword arguments are not allowed")
+        if isinstance(node, ast.Constant) and not isinstance(node.value, (int, float, str, bool, type(None))):
+            raise ExprError(f"constant {node.value!r} is not allowed")
+    return tree
+
+
+def evaluate(tree: ast.Expression, facts: Mapping[str, Any]) -> Any:
+    return _eval(tree.body, facts)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _eval(node: ast.AST, facts: Mapping[str, Any]) -> Any:
+    if isinstance(node, ast.Constant):
+        return node.value
+    if isinstance(node, ast.Name):
+        if node.id in ("true", "True"):
+            return True
+        if node.id in ("false", "False"):
+            return False
+        if node.id in ("null", "None"):
+            return None
+        return facts.get(node.id)
+    if isinstance(node, ast.Attribute):
+        base = _eval(node.value, facts)
+        return base.get(node.attr) if isinstance(base, Mapping) else None
+    if isinstance(node, ast.BoolOp):
+        if isinstance(node.op, ast.And):
+            result: Any = True
+            for value in node.values:
+                result = _eval(value, facts)
+                if not result:
+                    return result
+            return result
+        result = False
+        for value in node.values:
+            result = _eval(value, facts)
+            if result:
+                return result
+        return result
+    if isinstance(node, ast.UnaryOp):
+        operand = _eval(node.operand, facts)
+        if isinstance(node.op, ast.Not):
+            return not operand
+        return -operand if _is_number(operand) else None
+    if isinstance(node, ast.BinOp):
+        left, right = _eval(node.left, facts), _eval(node.right, facts)
+        # Numbers only: "x" * 10**9 must not be a way to exhaust memory.
+        if not (_is_number(left) and _is_number(right)):
+            return None
+        try:
+            return _BINOPS[type(node.op)](left, right)
+        except (ZeroDivisionError, TypeError):
+            return None
+    if isinstance(node, ast.Compare):
+        left = _eval(node.left, facts)
+        for op, comparator in zip(node.ops, node.comparators):
+            right = _eval(comparator, facts)
+            if not isinstance(op, (ast.Eq, ast.NotEq, ast.In, ast.NotIn)) and (left is None or right is None):
+                return False
+            try:
+                if not _CMPOPS[type(op)](left, right):
+                    return False
+            except TypeError:
+                return False
+            left = right
+        return True
+    if isinstance(node, ast.Call):
+        args = [_eval(a, facts) for a in node.args]
+        try:
+            return FUNCTIONS[node.func.id](*args)
+        except (TypeError, ValueError):
+            return None
+    if isinstance(node, (ast.List, ast.Tuple)):
+        return [_eval(e, facts) for e in node.elts]
+    if isinstance(node, ast.IfExp):
+        return _eval(node.body, facts) if _eval(node.test, facts) else _eval(node.orelse, facts)
+    raise ExprError(f"'{type(node).__name__}' is not allowed")  # unreachable after parse()
+
+
+def names_used(tree: ast.Expression) -> set[str]:
+    return {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)} - set(FUNCTIONS)

@@ -1,0 +1,54 @@
+"""Which local process owns a connection: how broker-side consumers (a Kafka
+member's host, a RabbitMQ connection's peer, a Redis client's addr) become
+process targets without --pid."""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Iterable
+
+import psutil
+
+
+def _norm_ip(ip: str) -> str:
+    """'::ffff:127.0.0.1' -> '127.0.0.1'; '/127.0.0.1' (Kafka's member host) -> '127.0.0.1'."""
+    ip = ip.strip().lstrip("/").strip("[]")
+    try:
+        addr = ipaddress.ip_address(ip)
+    except ValueError:
+        return ip
+    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped:
+        return str(addr.ipv4_mapped)
+    return str(addr)
+
+
+def _established() -> list:
+    try:
+        return [c for c in psutil.net_connections(kind="tcp") if c.status == psutil.CONN_ESTABLISHED and c.raddr]
+    except (psutil.AccessDenied, OSError):
+        return []
+
+
+def pids_by_local_address(addresses: Iterable[tuple[str, int]]) -> dict[tuple[str, int], int]:
+    """Map client addresses seen by a broker (ip, port) to the local pid whose
+    socket has that local address.  Addresses not owned here are left out."""
+    wanted = {(_norm_ip(ip), int(port)) for ip, port in addresses}
+    found: dict[tuple[str, int], int] = {}
+    for conn in _established():
+        key = (_norm_ip(conn.laddr.ip), conn.laddr.port)
+        if key in wanted and conn.pid:
+            found[key] = conn.pid
+    return found
+
+
+def pids_connected_to(host_ips: Iterable[str], port: int, *, client_ip: str | None = None) -> set[int]:
+    """Local pids with an established connection to one of `host_ips`:`port`
+    (optionally only from `client_ip`)."""
+    targets = {_norm_ip(h) for h in host_ips}
+    client = _norm_ip(client_ip) if client_ip else None
+    pids = set()
+    for conn in _established():
+        if conn.pid and conn.raddr.port == port and _norm_ip(conn.raddr.ip) in targets:
+            if client is None or _norm_ip(conn.laddr.ip) == client:
+                pids.add(conn.pid)
+    return pids

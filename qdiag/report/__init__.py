@@ -1,0 +1,1 @@
+"""Build the report (qdiag.report/1) from a snapshot, and render it."""
