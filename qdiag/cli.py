@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import logging
 import sys
-from typing import List, Optional
+from typing import Annotated, List, Optional
 
 import typer
-from typing_extensions import Annotated
+
 
 from qdiag import __version__
 from qdiag.errors import exit_status
@@ -26,7 +26,7 @@ app = typer.Typer(
 playbooks_app = typer.Typer(help="List or validate diagnosis playbooks.", no_args_is_help=True)
 app.add_typer(playbooks_app, name="playbooks")
 
-_STATE = {"debug": False}
+_STATE = {"debug": False, "argv": ["qdiag"]}
 
 # --- options shared by the commands that probe ------------------------------------------
 Kafka = Annotated[Optional[str], typer.Option("--kafka", help="Kafka bootstrap servers HOST:PORT[,HOST:PORT].", rich_help_panel="Targets")]
@@ -102,6 +102,7 @@ def investigate(
     window: Window = None, timeout: Timeout = None, probe_timeout: ProbeTimeout = None, probe: OnlyProbes = None,
     no_probe: SkipProbes = None, no_auto_detect: NoAuto = False, config: Config = None, debug: Debug = False,
     format: Format = "text", output: Output = None, playbook: Playbooks = None, baseline: Baseline = None,
+    save: Annotated[Optional[str], typer.Option("--snapshot", help="Also save the snapshot this report was built from.", rich_help_panel="Output")] = None,
 ) -> None:
     """Probe everything and print the ranked root-cause report."""
     from qdiag.commands import investigate as cmd
@@ -110,7 +111,8 @@ def investigate(
                          processes=process, dependencies=dependency, logs=log, window=window, timeout=timeout,
                          probe_timeout=probe_timeout, only_probes=probe, skip_probes=no_probe,
                          no_auto_detect=no_auto_detect, config=config, debug=debug)
-    cmd.run(settings, sys.argv, fmt=format, output=output, playbooks=playbook or [], baseline=baseline)
+    cmd.run(settings, _STATE["argv"], fmt=format, output=output, playbooks=playbook or [], baseline=baseline,
+            save=save)
 
 
 @app.command()
@@ -128,7 +130,7 @@ def snapshot(
                          processes=process, dependencies=dependency, logs=log, window=window, timeout=timeout,
                          probe_timeout=probe_timeout, only_probes=probe, skip_probes=no_probe,
                          no_auto_detect=no_auto_detect, config=config, debug=debug)
-    cmd.run(settings, sys.argv, output=output)
+    cmd.run(settings, _STATE["argv"], output=output)
 
 
 @app.command()
@@ -143,6 +145,45 @@ def report(
     if debug:
         _enable_debug()
     cmd.run(snapshot_file, fmt=format, output=output, playbooks=playbook or [], baseline=baseline)
+
+
+@app.command()
+def check(
+    kafka: Kafka = None, rabbitmq: Rabbit = None, redis: Redis = None, queue: Queues = None, group: Groups = None,
+    pid: Pids = None, process: Processes = None, dependency: Dependencies = None, log: Logs = None,
+    window: Window = None, timeout: Timeout = None, probe_timeout: ProbeTimeout = None, probe: OnlyProbes = None,
+    no_probe: SkipProbes = None, no_auto_detect: NoAuto = False, config: Config = None, debug: Debug = False,
+    warn_depth: Annotated[Optional[float], typer.Option("--warn-depth", help="WARNING when a queue's depth (or total lag) is above N.", rich_help_panel="Thresholds")] = None,
+    max_depth: Annotated[Optional[float], typer.Option("--max-depth", help="CRITICAL when a queue's depth (or total lag) is above N.", rich_help_panel="Thresholds")] = None,
+    min_consumers: Annotated[Optional[float], typer.Option("--min-consumers", help="CRITICAL when a queue has fewer consumers.", rich_help_panel="Thresholds")] = None,
+    warn_fill: Annotated[Optional[float], typer.Option("--warn-fill", help="WARNING when a limited queue is fuller than RATIO (0..1).", rich_help_panel="Thresholds")] = None,
+    max_fill: Annotated[Optional[float], typer.Option("--max-fill", help="CRITICAL when a limited queue is fuller than RATIO (0..1).", rich_help_panel="Thresholds")] = None,
+    warn_lag_seconds: Annotated[Optional[float], typer.Option("--warn-lag-seconds", help="WARNING when the oldest waiting message is older than S.", rich_help_panel="Thresholds")] = None,
+    max_lag_seconds: Annotated[Optional[float], typer.Option("--max-lag-seconds", help="CRITICAL when the oldest waiting message is older than S.", rich_help_panel="Thresholds")] = None,
+    must_drain: Annotated[bool, typer.Option("--must-drain", help="CRITICAL unless every queue drains (rate out >= rate in, or depth falling).", rich_help_panel="Thresholds")] = False,
+    warn_score: Annotated[Optional[float], typer.Option("--warn-score", help="WARNING when a root cause scores above X (0..1).", rich_help_panel="Thresholds")] = None,
+    max_score: Annotated[Optional[float], typer.Option("--max-score", help="CRITICAL when a root cause scores above X (0..1).", rich_help_panel="Thresholds")] = None,
+    allow_cause: Annotated[Optional[List[str]], typer.Option("--allow-cause", help="Root-cause id that never fails the score check (repeatable).", rich_help_panel="Thresholds")] = None,
+    max_verdict: Annotated[Optional[str], typer.Option("--max-verdict", help="CRITICAL when the verdict is worse: healthy or degraded.", rich_help_panel="Thresholds")] = None,
+    policy: Annotated[Optional[str], typer.Option("--policy", help="TOML file with a [check] table of thresholds (per queue too).", rich_help_panel="Thresholds")] = None,
+    wait: Annotated[Optional[float], typer.Option("--wait", help="Re-check until every check passes or SECONDS have passed.", rich_help_panel="Run")] = None,
+    format: Annotated[str, typer.Option("--format", "-f", help="Output: text (with perfdata) or json.", rich_help_panel="Output")] = "text",
+    junit: Annotated[Optional[str], typer.Option("--junit", help="Also write JUnit XML (one testcase per check) to FILE.", rich_help_panel="Output")] = None,
+    playbook: Playbooks = None,
+) -> int:
+    """Run the probes with thresholds: exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN."""
+    from qdiag.commands import check as cmd
+
+    settings = _settings(kafka=kafka, rabbitmq=rabbitmq, redis=redis, queues=queue, groups=group, pids=pid,
+                         processes=process, dependencies=dependency, logs=log, window=window, timeout=timeout,
+                         probe_timeout=probe_timeout, only_probes=probe, skip_probes=no_probe,
+                         no_auto_detect=no_auto_detect, config=config, debug=debug)
+    flags = {"warn_depth": warn_depth, "max_depth": max_depth, "min_consumers": min_consumers, "warn_fill": warn_fill,
+             "max_fill": max_fill, "warn_lag_seconds": warn_lag_seconds, "max_lag_seconds": max_lag_seconds,
+             "min_draining": True if must_drain else None, "warn_score": warn_score, "max_score": max_score,
+             "allow": allow_cause or [], "max_verdict": max_verdict}
+    return cmd.run(settings, _STATE["argv"], flags=flags, policy_file=policy, fmt=format, junit_file=junit,
+                   wait_s=wait, rules_files=playbook or [])
 
 
 @app.command("probes")
@@ -177,6 +218,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point: run the CLI, map every failure to an exit status and one line."""
     args = sys.argv[1:] if argv is None else list(argv)
     _STATE["debug"] = "--debug" in args
+    _STATE["argv"] = ["qdiag", *args]  # recorded in snapshots (redacted)
     try:
         result = app(args=args, prog_name="qdiag", standalone_mode=False)
         code = int(result) if isinstance(result, int) else ExitCode.OK

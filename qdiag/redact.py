@@ -21,16 +21,16 @@ def redact_url(url: str) -> str:
     """http://user:pw@host -> http://user:***@host; anything else unchanged."""
     try:
         parts = urlsplit(url)
-    except ValueError:
+        if parts.password is None:
+            return url
+        host = parts.hostname or ""
+        if ":" in host:
+            host = f"[{host}]"
+        netloc = f"{parts.username or ''}:{MASK}@{host}"
+        if parts.port:
+            netloc += f":{parts.port}"
+    except ValueError:  # a malformed URL can still carry a password
         return _URL_USERINFO.sub(lambda m: f"{m['scheme']}{m['user']}:{MASK}@", url)
-    if parts.password is None:
-        return url
-    host = parts.hostname or ""
-    if ":" in host:
-        host = f"[{host}]"
-    netloc = f"{parts.username or ''}:{MASK}@{host}"
-    if parts.port:
-        netloc += f":{parts.port}"
     return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
 
 

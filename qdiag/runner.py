@@ -15,6 +15,7 @@ from typing import Any, Callable, Iterable
 from qdiag import probe as P
 from qdiag.config import Settings
 from qdiag.context import DeadlineReached, Paths, ProbeContext
+from qdiag.errors import UsageError
 
 log = logging.getLogger("qdiag.runner")
 
@@ -215,5 +216,10 @@ class Runner:
 
 def run_probes(settings: Settings, probes: Iterable[P.Probe] | None = None, **kwargs) -> tuple[list[ProbeResult], list[dict]]:
     chosen = list(P.all_probes().values()) if probes is None else list(probes)
+    known = {p.name for p in chosen}
+    for flag, names in (("--probe", settings.only_probes), ("--no-probe", settings.skip_probes)):
+        unknown = [n for n in names if n not in known]
+        if unknown:
+            raise UsageError(f"{flag} {unknown[0]}: no such probe", "known probes: " + ", ".join(sorted(known)))
     return Runner(settings, chosen, **kwargs).run()
 

@@ -11,13 +11,19 @@ from qdiag.config import Settings
 from qdiag.errors import NothingProbed, UsageError
 
 
+def check_snapshot_path(output: str) -> None:
+    """Fail before probing, not after, when the snapshot could not be written."""
+    target = Path(output)
+    if target.is_dir():
+        raise UsageError(f"{output} is a directory", "give a file name, e.g. incident.json.gz")
+    parent = target.parent if str(target.parent) else Path(".")
+    if not parent.is_dir():
+        raise UsageError(f"{output}: directory {parent} does not exist", "create it or choose another path")
+
+
 def run(settings: Settings, argv: list[str], *, output: str | None) -> None:
     if output:
-        target = Path(output)
-        if target.is_dir():
-            raise UsageError(f"-o {output} is a directory", "give a file name, e.g. -o incident.json.gz")
-        if not target.parent.exists():
-            raise UsageError(f"-o {output}: directory {target.parent} does not exist", "create it or choose another path")
+        check_snapshot_path(output)
     lower_priority()
     doc = collect(settings, argv)
     path = Path(output) if output else Path(snap.default_filename(doc))

@@ -81,8 +81,28 @@ def _baseline_index(baseline_snapshot: dict | None) -> dict[str, dict]:
             for r in queue_records(baseline_snapshot)}
 
 
+def host_facts(host: dict, processes: dict) -> dict[str, Any]:
+    """The host probe's record plus the worst disk and NIC and the busiest process that is not a target."""
+    facts = dict(host)
+    disks = [d for d in host.get("disks") or [] if _num(d.get("busy_pct")) is not None]
+    facts["worst_disk"] = max(disks, key=lambda d: d["busy_pct"], default=None)
+    window = _num(host.get("window_s")) or None
+    nics = []
+    for nic in (host.get("network") or {}).get("interfaces") or []:
+        bad = sum(_num(nic.get(k)) or 0 for k in ("rx_errors", "tx_errors", "rx_drops", "tx_drops"))
+        nics.append((bad / window if window else None, nic))
+    known = [(rate, nic) for rate, nic in nics if rate is not None]
+    facts["nic_errors_per_s"] = sum(rate for rate, _ in known) if known else None
+    facts["worst_nic"] = max(known, key=lambda item: item[0])[1] if known else None
+    others = [p for p in processes.get("top_cpu") or [] if not p.get("is_target")]
+    facts["noisy_neighbour"] = others[0] if others else None
+    return facts
+
+
 def subjects(snapshot: dict, baseline_snapshot: dict | None = None) -> Iterator[Subject]:
-    host = probe_observations(snapshot, "host") or {}
+    processes = probe_observations(snapshot, "process") or {}
+    host = probe_observations(snapshot, "host")
+    host = host_facts(host, processes) if host else {}
     baselines = _baseline_index(baseline_snapshot)
     queues = [queue_facts(r, baselines.get(queue_subject(r))) for r in queue_records(snapshot)]
     shared = {"host": host, "backlog_any": any(q["backing_up"] for q in queues),
@@ -93,7 +113,7 @@ def subjects(snapshot: dict, baseline_snapshot: dict | None = None) -> Iterator[
         yield Subject("queue", facts["subject"], {**shared, **facts})
     if host:
         yield Subject("host", "host", {**shared, **host})
-    for target in (probe_observations(snapshot, "process") or {}).get("targets") or []:
+    for target in processes.get("targets") or []:
         pid = target.get("pid")
         yield Subject("process", f"process:{pid}", {**shared, **target, "consumer_of": consumer_of.get(pid)})
     for proc in (probe_observations(snapshot, "threads") or {}).get("processes") or []:

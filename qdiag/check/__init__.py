@@ -1,0 +1,1 @@
+"""qdiag check: thresholds over the same observations, monitoring-plugin exit codes."""

@@ -1,0 +1,101 @@
+"""qdiag check: the same probes, with thresholds, for CI smoke checks and monitoring.
+
+Exit codes follow monitoring plugins: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from qdiag.check import evaluate as ev
+from qdiag.check import junit, policy as pol
+from qdiag.commands.collect import collect, lower_priority
+from qdiag.config import Settings
+from qdiag.errors import UsageError
+from qdiag.report.build import build_report
+from qdiag.snapshot import write_atomic
+
+SCHEMA = "qdiag.check/1"
+# --wait re-checks no more often than this, whatever the window.
+MIN_RETRY_INTERVAL_S = 1.0
+
+
+def load_policy(settings: Settings, policy_file: str | None, flags: dict[str, Any]) -> pol.Policy:
+    if policy_file:
+        policy = pol.from_file(Path(policy_file))
+    elif "check" in settings.sections:
+        path = settings.config_file
+        text = Path(path).read_text(encoding="utf-8") if path else ""
+        policy = pol.from_table(settings.sections["check"], lambda key: f"{path}:{pol._line_of(text, key)}")
+    else:
+        policy = pol.Policy()
+    policy = pol.merge_flags(policy, flags)
+    if policy.is_empty():
+        raise UsageError("no thresholds to check", "give e.g. --max-depth 1000 or --min-consumers 1, "
+                                                   "a [check] table in qdiag.toml, or --policy FILE")
+    return policy
+
+
+def run_once(settings: Settings, argv: list[str], policy: pol.Policy, rules: list) -> tuple[list[ev.CheckResult], dict]:
+    doc = collect(settings, argv, progress=False)
+    report = build_report(doc, rules)
+    return ev.evaluate(report, doc, policy, settings.targets.queues), report
+
+
+def render_text(results: list[ev.CheckResult], status: str) -> str:
+    counts = {s: sum(1 for r in results if r.status == s) for s in (ev.CRITICAL, ev.WARNING, ev.UNKNOWN, ev.OK)}
+    summary = ", ".join(f"{n} {s.lower()}" for s, n in counts.items() if n)
+    lines = [r.line() for r in sorted(results, key=lambda r: ({"CRITICAL": 0, "UNKNOWN": 1, "WARNING": 2, "OK": 3}[r.status], r.name))]
+    perf = ev.perfdata(results)
+    lines.append(f"QDIAG {status} - {summary or 'no checks'}" + (f" | {perf}" if perf else ""))
+    return "\n".join(lines) + "\n"
+
+
+def run(settings: Settings, argv: list[str], *, flags: dict[str, Any], policy_file: str | None, fmt: str,
+        junit_file: str | None, wait_s: float | None, rules_files: list[str]) -> int:
+    from qdiag.commands.report import load_rules
+
+    if fmt not in ("text", "json"):
+        raise UsageError(f"--format {fmt!r} is not known for check", "use text or json")
+    if wait_s is not None and wait_s < 0:
+        raise UsageError(f"--wait {wait_s:g} must not be negative", "give seconds, e.g. --wait 300")
+    if junit_file and not Path(junit_file).resolve().parent.is_dir():
+        raise UsageError(f"--junit {junit_file}: its directory does not exist", "create it or choose another path")
+    policy = load_policy(settings, policy_file, flags)
+    rules = load_rules(rules_files)
+    lower_priority()
+    began = time.monotonic()
+    attempts = 0
+    show_progress = sys.stderr.isatty()
+    while True:
+        attempts += 1
+        results, report = run_once(settings, argv, policy, rules)
+        status = ev.worst(r.status for r in results)
+        remaining = (wait_s or 0) - (time.monotonic() - began)
+        if status == ev.OK or wait_s is None or remaining <= 0:
+            break
+        if show_progress:
+            failing = [r for r in results if r.status != ev.OK]
+            print(f"\r[{time.monotonic() - began:5.0f}s/{wait_s:g}s] {status}: {failing[0].message[:100]}",
+                  end="", file=sys.stderr, flush=True)
+        time.sleep(min(MIN_RETRY_INTERVAL_S, max(0.0, remaining)))
+    if show_progress and attempts > 1:
+        print(file=sys.stderr)
+    elapsed = time.monotonic() - began
+    if junit_file:
+        write_atomic(Path(junit_file), junit.to_xml(results, elapsed, report.get("host") or ""), mode=0o644)
+    code = ev.STATUS_CODE[status]
+    if fmt == "json":
+        doc = {"schema": SCHEMA, "status": status, "exit_code": int(code), "attempts": attempts,
+               "elapsed_s": round(elapsed, 3), "checks": [r.as_dict() for r in results],
+               "verdict": report.get("verdict"),
+               "probes": report.get("probes")}
+        sys.stdout.write(json.dumps(doc, indent=2) + "\n")
+    else:
+        sys.stdout.write(render_text(results, status))
+    return int(code)
+

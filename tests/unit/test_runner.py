@@ -1,0 +1,161 @@
+"""The runner owns isolation: hangs become timeouts, exceptions become errors,
+and the run always finishes within its global deadline."""
+
+import threading
+import time
+
+import pytest
+
+from qdiag import probe as P
+from qdiag.config import resolve
+from qdiag.runner import Runner, effective_timeout
+
+
+def settings(tmp_path, **flags):
+    flags.setdefault("window", 0.2)
+    flags.setdefault("auto_detect", False)
+    return resolve(flags, env={}, cwd=tmp_path)
+
+
+def make(name, collect, **kw):
+    return P.Probe(name=name, collect=collect, description=name, **kw)
+
+
+def test_hanging_probe_times_out_and_run_meets_global_deadline(tmp_path):
+    release = threading.Event()
+
+    def hang(ctx):
+        ctx.partial["started"] = True
+        release.wait(60)  # ignores its deadline, as a stuck C call would
+        return {}
+
+    def fine(ctx):
+        return {"value": 1}
+
+    s = settings(tmp_path, timeout=2.0)
+    began = time.monotonic()
+    results, _ = Runner(s, [make("stuck", hang, timeout_s=30), make("fine", fine)]).run()
+    elapsed = time.monotonic() - began
+    release.set()
+    by_name = {r.name: r for r in results}
+    assert by_name["stuck"].status == P.TIMEOUT
+    assert "timeout" in by_name["stuck"].error
+    assert by_name["stuck"].observations == {"started": True}  # partial data kept
+    assert by_name["fine"].status == P.OK and by_name["fine"].observations == {"value": 1}
+    assert elapsed < 2.0 + 5.0  # within the global deadline, with a wide margin for a busy machine
+
+
+def test_per_probe_deadline_is_shorter_than_global(tmp_path):
+    def slow(ctx):
+        time.sleep(30)
+
+    s = settings(tmp_path, timeout=60.0)
+    began = time.monotonic()
+    results, _ = Runner(s, [make("slow", slow, timeout_s=0.5)]).run()
+    assert results[0].status == P.TIMEOUT
+    assert "no answer within" in results[0].error
+    assert time.monotonic() - began < 15
+
+
+def test_raising_probe_is_an_error_with_one_line(tmp_path):
+    def boom(ctx):
+        raise RuntimeError("first line\nsecond line")
+
+    def refuses(ctx):
+        raise P.ProbeError("cannot reach broker at 127.0.0.1:1 (connection refused): is it running?")
+
+    def not_here(ctx):
+        raise P.NotApplicable("nothing to look at")
+
+    results, _ = Runner(settings(tmp_path), [make("boom", boom), make("refuses", refuses), make("nh", not_here)]).run()
+    by = {r.name: r for r in results}
+    assert by["boom"].status == P.ERROR and by["boom"].error == "RuntimeError: first line"
+    assert by["boom"].traceback is None  # only with --debug
+    assert by["refuses"].status == P.ERROR and by["refuses"].error.startswith("cannot reach broker")
+    assert by["nh"].status == P.NOT_APPLICABLE and by["nh"].error == "nothing to look at"
+
+
+def test_debug_keeps_traceback(tmp_path):
+    def boom(ctx):
+        raise KeyError("x")
+
+    results, _ = Runner(settings(tmp_path, debug=True), [make("boom", boom)]).run()
+    assert "Traceback" in results[0].traceback
+
+
+def test_non_dict_result_is_an_error(tmp_path):
+    results, _ = Runner(settings(tmp_path), [make("bad", lambda ctx: [1, 2])]).run()
+    assert results[0].status == P.ERROR and "not a dict" in results[0].error
+
+
+def test_needs_missing_target_is_not_applicable_and_selection_is_skipped(tmp_path):
+    ran = []
+    probes = [make("k", lambda ctx: ran.append("k"), needs=("kafka",)),
+              make("a", lambda ctx: ran.append("a") or {}), make("b", lambda ctx: ran.append("b") or {})]
+    results, _ = Runner(settings(tmp_path, skip_probes=["b"]), probes).run()
+    by = {r.name: r for r in results}
+    assert by["k"].status == P.NOT_APPLICABLE and "--kafka" in by["k"].error
+    assert by["b"].status == P.SKIPPED and "--no-probe" in by["b"].error
+    assert by["a"].status == P.OK
+    assert ran == ["a"]
+    results, _ = Runner(settings(tmp_path, only_probes=["b"]), probes).run()
+    assert {r.name: r.status for r in results} == {"k": P.SKIPPED, "a": P.SKIPPED, "b": P.OK}
+
+
+def test_probes_run_concurrently(tmp_path):
+    barrier = threading.Barrier(3, timeout=10)
+
+    def meet(ctx):
+        barrier.wait()  # deadlocks unless all three run at once
+        return {}
+
+    results, _ = Runner(settings(tmp_path, timeout=20), [make(f"p{i}", meet) for i in range(3)]).run()
+    assert [r.status for r in results] == [P.OK] * 3
+
+
+def test_sampling_spreads_over_window(tmp_path):
+    def sampler(ctx):
+        return {"at": [round(t, 2) for t, _ in ctx.sample(lambda: None, count=3)]}
+
+    results, _ = Runner(settings(tmp_path, window=0.6), [make("s", sampler)]).run()
+    at = results[0].observations["at"]
+    assert len(at) == 3 and at[0] < 0.2 and at[-1] >= 0.55
+
+
+def test_discovery_feeds_every_probe(tmp_path):
+    def discover(ctx):
+        return [{"pid": 4242, "via": "test", "subject": "kafka:t/g"}]
+
+    seen = {}
+
+    def collect(ctx):
+        seen["discovered"] = ctx.discovered
+        return {}
+
+    results, discovered = Runner(settings(tmp_path), [make("d", lambda ctx: {}, discover=discover),
+                                                      make("c", collect)]).run()
+    assert discovered == [{"pid": 4242, "via": "test", "subject": "kafka:t/g"}]
+    assert seen["discovered"] == discovered
+
+
+class TestTimeoutPrecedence:
+    """probe default < global --probe-timeout < [probes.NAME] timeout; always plus the window."""
+
+    def test_probe_default(self, tmp_path):
+        p = make("x", lambda ctx: {}, timeout_s=7)
+        assert effective_timeout(p, settings(tmp_path, window=2)) == 9
+
+    def test_global_flag_beats_default(self, tmp_path):
+        p = make("x", lambda ctx: {}, timeout_s=7)
+        assert effective_timeout(p, settings(tmp_path, window=2, probe_timeout=3)) == 5
+
+    def test_probe_option_beats_global(self, tmp_path):
+        (tmp_path / "qdiag.toml").write_text("[probes.x]\ntimeout = 11\n")
+        p = make("x", lambda ctx: {}, timeout_s=7)
+        assert effective_timeout(p, settings(tmp_path, window=2, probe_timeout=3)) == 13
+
+
+def test_probe_disabled_in_config_is_skipped(tmp_path):
+    (tmp_path / "qdiag.toml").write_text("[probes.x]\nenabled = false\n")
+    results, _ = Runner(settings(tmp_path), [make("x", lambda ctx: {})]).run()
+    assert results[0].status == P.SKIPPED and "config" in results[0].error
