@@ -13,8 +13,27 @@ MASK = "***"
 _SECRET_KEY = re.compile(r"(pass(word|wd)?|secret|token|api[_-]?key|credential|sasl_plain_password|authorization)$", re.I)
 # user:password@ inside any URL-looking string.
 _URL_USERINFO = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)(?P<user>[^:/@\s]*):(?P<pw>[^@/\s]*)@", re.I)
-# Command-line style secrets: --password=x, --token x, password=x.
-_ARG_SECRET = re.compile(r"(?P<key>(--)?[\w-]*(password|passwd|secret|token|api-?key)[\w-]*)(?P<sep>[=: ])(?P<val>\S+)", re.I)
+# Command-line style secrets: --password=x, --token x.
+_ARG_SECRET = re.compile(r"(?P<key>--[\w-]*(password|passwd|secret|token|api-?key)[\w-]*)(?P<sep>[= ])(?P<val>\S+)", re.I)
+# Key/value forms in log lines and configs: "password": "x", password: x, api_key=x.
+_KV_SECRET = re.compile(
+    r"""(?P<key>["']?[\w.-]*(?:password|passwd|pwd|secret|token|api[_-]?key|credentials?)["']?\s*[:=]\s*)"""
+    r"""(?P<val>"[^"]*"|'[^']*'|[^\s,;&}\]]+)""", re.IGNORECASE)
+# Authorization: Bearer x
+_AUTH_HEADER = re.compile(r"(?P<key>\bauthorization[\"']?\s*[:=]\s*[\"']?(?:basic|bearer|token|digest|negotiate)?\s*)"
+                          r"(?P<val>[^\s,;\"']+)", re.IGNORECASE)
+
+
+def scrub_pairs(text: str) -> str:
+    """Mask the value of secret-looking key/value pairs, keeping their quotes."""
+    def keep_quotes(m: re.Match) -> str:
+        val = m["val"]
+        if len(val) >= 2 and val[0] == val[-1] and val[0] in "\"'":
+            return f"{m['key']}{val[0]}{MASK}{val[0]}"
+        return f"{m['key']}{MASK}"
+
+    text = _AUTH_HEADER.sub(lambda m: f"{m['key']}{MASK}" if m["val"] != MASK else m[0], text)
+    return _KV_SECRET.sub(lambda m: m[0] if m["val"].strip("\"'") == MASK else keep_quotes(m), text)
 
 
 def redact_url(url: str) -> str:
@@ -47,7 +66,8 @@ class Redactor:
             if secret in value:
                 value = value.replace(secret, MASK)
         value = _URL_USERINFO.sub(lambda m: f"{m['scheme']}{m['user']}:{MASK}@", value)
-        return _ARG_SECRET.sub(lambda m: f"{m['key']}{m['sep']}{MASK}", value)
+        value = _ARG_SECRET.sub(lambda m: f"{m['key']}{m['sep']}{MASK}", value)
+        return scrub_pairs(value)
 
     def __call__(self, doc: Any) -> Any:
         if isinstance(doc, str):

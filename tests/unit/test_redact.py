@@ -22,3 +22,12 @@ def test_redactor_scrubs_known_values_keys_urls_and_args():
     assert "hunter2" not in text and "tok-123456" not in text and "whatever" not in text
     assert out["env"]["other"] == "fine" and out["count"] == 3 and out["api_key"] == MASK
     assert out["cmdline"].startswith("worker --password=") and "--queue orders" in out["cmdline"]
+
+
+def test_key_value_and_authorization_forms():
+    r = Redactor()
+    line = 'login {"password": "hunter2", "user": "bob"} password: swordfish Authorization: Bearer abc.def api_key=k123'
+    out = r.text(line)
+    for secret in ("hunter2", "swordfish", "abc.def", "k123"):
+        assert secret not in out
+    assert '"user": "bob"' in out and '"password": "***"' in out

@@ -1,0 +1,522 @@
+"""Downstream dependencies: how long DNS, TCP connect, TLS and the first byte of
+an HTTP answer take, sampled over the window for every --dependency URL and
+for the endpoints the consumer processes hold connections to.
+
+Timed with plain sockets rather than an HTTP library: each phase is a separate
+call here, so its time is measured directly instead of being inferred from
+hooks, and every call gets the remaining budget of its sample as its timeout.
+"""
+
+from __future__ import annotations
+
+import base64
+import ipaddress
+import os
+import queue
+import re
+import socket
+import ssl
+import threading
+import time
+from typing import Callable
+
+from qdiag import __version__
+from qdiag.context import DeadlineReached, ProbeContext
+from qdiag.probe import NotApplicable, ProbeError, register
+from qdiag.redact import Redactor
+
+from ._latency import Endpoint, parse_endpoint, parse_status_line, summarize, tcp_label
+
+DEFAULTS = {
+    "samples": 3,            # per endpoint, spread over the window
+    "request_timeout": 3.0,  # seconds one sample may take, all phases together
+    "insecure_tls": False,   # skip certificate verification for https
+    "ca_file": "",           # PEM bundle of an internal CA, trusted besides the system's
+    "discover": True,        # add endpoints from the target processes' connections
+    "max_discovered": 10,
+    "workers": 16,           # endpoints timed at once (threads mostly asleep between samples)
+    "exclude": [],           # "host:port" never to report as discovered
+}
+MAX_HEADER_BYTES = 64 * 1024
+# Samples end this long before the deadline, so that one cut short still
+# counts (as a timeout) ...
+SAMPLE_STOP_S = 0.5
+# ... and waiting for them stops this long before it, to summarise in time.
+SUMMARY_RESERVE_S = 0.25
+# AMQP ports of a RabbitMQ given by its management URL: consumers connect there.
+_AMQP_PORTS = (5672, 5671)
+
+
+def _norm_ip(ip: str) -> str:
+    ip = ip.strip().strip("[]")
+    if "%" in ip:  # fe80::1%eth0
+        ip = ip.split("%", 1)[0]
+    try:
+        addr = ipaddress.ip_address(ip)
+    except ValueError:
+        return ip
+    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped:
+        return str(addr.ipv4_mapped)
+    return str(addr)
+
+
+def _is_loopback(ip: str) -> bool:
+    try:
+        return ipaddress.ip_address(_norm_ip(ip)).is_loopback
+    except ValueError:
+        return False
+
+
+def resolve(host: str, port: int, timeout: float) -> list[tuple]:
+    """getaddrinfo with a timeout.  The C resolver has none of its own and can
+    block for its whole retry cycle, so it runs in a daemon thread that is left
+    behind if it does not answer in time."""
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+        literal = True
+    except ValueError:
+        literal = False
+    if literal:
+        return socket.getaddrinfo(host.strip("[]"), port, type=socket.SOCK_STREAM)
+    box: dict = {}
+
+    def work() -> None:
+        try:
+            box["value"] = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        except BaseException as exc:  # handed to the caller's thread
+            box["error"] = exc
+
+    thread = threading.Thread(target=work, name="qdiag-dns", daemon=True)
+    thread.start()
+    thread.join(max(0.0, timeout))
+    if thread.is_alive():
+        raise TimeoutError(f"DNS lookup of {host} gave no answer")
+    if "error" in box:
+        raise box["error"]
+    return box["value"]
+
+
+def _tls_context(insecure: bool, ca_file: str) -> ssl.SSLContext:
+    context = ssl.create_default_context()
+    if ca_file:
+        try:
+            context.load_verify_locations(cafile=os.path.expanduser(ca_file))
+        except (OSError, ssl.SSLError) as exc:
+            raise ProbeError(f"[probes.dependencies] ca_file '{ca_file}' cannot be loaded: "
+                             f"{getattr(exc, 'strerror', None) or exc} (give a PEM file of CA certificates)") from None
+    if insecure:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+def _request(ep: Endpoint) -> bytes:
+    lines = [f"GET {ep.path} HTTP/1.1", f"Host: {ep.host_header()}", f"User-Agent: qdiag/{__version__}",
+             "Accept: */*", "Connection: close"]
+    if ep.username is not None or ep.password is not None:
+        token = base64.b64encode(f"{ep.username or ''}:{ep.password or ''}".encode()).decode()
+        lines.append(f"Authorization: Basic {token}")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1", "replace")
+
+
+def take_sample(ep: Endpoint, timeout: float, tls: ssl.SSLContext | None,
+                clock: Callable[[], float] = time.perf_counter) -> dict:
+    """One timed attempt.  Never raises: failures are data (`error`, `error_kind`)."""
+    sample = {"dns_ms": None, "connect_ms": None, "tls_ms": None, "ttfb_ms": None, "total_ms": None,
+              "status": None, "error": None, "error_kind": None, "timed_out": False, "address": None}
+    start = clock()
+    end_by = start + timeout
+    phase = "DNS lookup"
+    sock = None
+
+    def left() -> float:
+        remaining = end_by - clock()
+        if remaining <= 0:
+            raise TimeoutError
+        return remaining
+
+    def ms(since: float) -> float:
+        return round((clock() - since) * 1000.0, 3)
+
+    try:
+        addresses = resolve(ep.host, ep.port, left())
+        sample["dns_ms"] = ms(start)
+        phase = "TCP connect"
+        began = clock()
+        last_exc: OSError | None = None
+        for family, kind, proto, _, sockaddr in addresses:
+            # Every address in order, as a client library would; the connect
+            # time includes the failed ones.
+            candidate = socket.socket(family, kind, proto)
+            try:
+                candidate.settimeout(left())
+                candidate.connect(sockaddr)
+            except OSError as exc:
+                candidate.close()
+                last_exc = exc
+                if isinstance(exc, TimeoutError):
+                    raise
+                continue
+            sock = candidate
+            sample["address"] = _norm_ip(sockaddr[0])
+            break
+        if sock is None:
+            raise last_exc or OSError(f"no address for {ep.host}")
+        sample["connect_ms"] = ms(began)
+        if ep.kind == "tcp":
+            sample["total_ms"] = ms(start)
+            return sample
+        if ep.kind == "https":
+            phase = "TLS handshake"
+            began = clock()
+            sock.settimeout(left())
+            sock = tls.wrap_socket(sock, server_hostname=ep.host)
+            sample["tls_ms"] = ms(began)
+        phase = "HTTP response"
+        sock.settimeout(left())
+        sock.sendall(_request(ep))
+        began = clock()
+        head = b""
+        while b"\r\n\r\n" not in head and len(head) < MAX_HEADER_BYTES:
+            sock.settimeout(left())
+            chunk = sock.recv(8192)
+            if not chunk:
+                break
+            if not head:
+                sample["ttfb_ms"] = ms(began)
+            head += chunk
+        if not head:
+            sample.update(error=f"{ep.host}:{ep.port} closed the connection without an HTTP response",
+                          error_kind="no_response")
+            return sample
+        sample["total_ms"] = ms(start)
+        status = parse_status_line(head.split(b"\r\n", 1)[0])
+        sample["status"] = status
+        if status is None:
+            sample.update(error=f"{ep.host}:{ep.port} did not answer with HTTP", error_kind="not_http")
+        elif status >= 500:
+            sample.update(error=f"HTTP {status} from {ep.host}:{ep.port}", error_kind="http_5xx")
+    except TimeoutError:
+        sample.update(error=f"timed out after {timeout:.3g}s during {phase} to {ep.host}:{ep.port}",
+                      error_kind="timeout", timed_out=True)
+    except socket.gaierror as exc:
+        sample.update(error=f"DNS lookup of {ep.host} failed: {exc.strerror or exc} (check the host name)",
+                      error_kind="dns")
+    except ConnectionRefusedError:
+        sample.update(error=f"connection refused by {ep.host}:{ep.port} (nothing listening there?)",
+                      error_kind="refused")
+    except ssl.SSLCertVerificationError as exc:
+        sample.update(error=f"TLS certificate of {ep.host}:{ep.port} not trusted: "
+                            f"{exc.verify_message or exc.reason} (set insecure_tls = true under "
+                            "[probes.dependencies] to time it without verification)", error_kind="tls")
+    except ssl.SSLError as exc:
+        sample.update(error=f"TLS handshake with {ep.host}:{ep.port} failed: {exc.reason or exc}",
+                      error_kind="tls")
+    except OSError as exc:
+        sample.update(error=f"{phase} to {ep.host}:{ep.port} failed: {exc.strerror or exc}", error_kind="network")
+    finally:
+        if sock is not None:
+            try:
+                sock.close()
+            except OSError:
+                pass
+    return sample
+
+
+# ---------------------------------------------------------------- discovery
+
+def _own_pids() -> set[int]:
+    """qdiag itself and its ancestors (sudo, a shell): their command lines
+    contain the --process pattern too."""
+    import psutil
+
+    mine = {os.getpid()}
+    try:
+        mine.update(p.pid for p in psutil.Process().parents())
+    except psutil.Error:
+        pass
+    return mine
+
+
+def target_pids(ctx: ProbeContext) -> tuple[dict[int, str], list[str]]:
+    """{pid: how it became a target} from --pid, --process and broker-side discovery."""
+    import psutil
+
+    found: dict[int, str] = {}
+    notes: list[str] = []
+    for pid in ctx.targets.pids:
+        found.setdefault(int(pid), "--pid")
+    if ctx.targets.process_patterns:
+        patterns = [re.compile(p) for p in ctx.targets.process_patterns]
+        mine = _own_pids()
+        for proc in psutil.process_iter(["pid", "name", "cmdline"]):
+            info = proc.info
+            if info["pid"] in mine:
+                continue
+            text = " ".join(info.get("cmdline") or []) or (info.get("name") or "")
+            for pattern, raw in zip(patterns, ctx.targets.process_patterns):
+                if pattern.search(text):
+                    found.setdefault(info["pid"], f"--process {raw}")
+                    break
+    for item in ctx.discovered:
+        pid = item.get("pid") if isinstance(item, dict) else None
+        if isinstance(pid, int):
+            found.setdefault(pid, f"discovered via {item.get('via') or 'broker'}")
+    return found, notes
+
+
+def _host_port(value: str) -> tuple[str, int] | None:
+    value = value.strip()
+    if "://" in value:
+        value = value.split("://", 1)[1]
+    value = value.rsplit("@", 1)[-1].split("/", 1)[0]
+    match = re.match(r"^\[?([^\]]+?)\]?:(\d{1,5})$", value)
+    if not match:
+        return None
+    return match.group(1), int(match.group(2))
+
+
+def broker_addresses(ctx: ProbeContext) -> list[tuple[str, int]]:
+    """host:port of the brokers under diagnosis (and of [probes.dependencies] exclude)."""
+    t = ctx.targets
+    pairs: list[tuple[str, int]] = []
+    if t.kafka is not None:
+        pairs += [hp for hp in (_host_port(s) for s in t.kafka.bootstrap) if hp]
+    if t.rabbitmq is not None:
+        pairs.append((t.rabbitmq.host, t.rabbitmq.port))
+        pairs += [(t.rabbitmq.host, port) for port in _AMQP_PORTS if port != t.rabbitmq.port]
+    if t.redis is not None:
+        pairs.append((t.redis.host, t.redis.port))
+    for item in ctx.options.get("exclude", DEFAULTS["exclude"]) or []:
+        hp = _host_port(str(item))
+        if hp is None:
+            raise ProbeError(f"[probes.dependencies] exclude: '{item}' is not HOST:PORT (write e.g. \"db.internal:5432\")")
+        pairs.append(hp)
+    return pairs
+
+
+def _ips_of(host: str, port: int, timeout: float) -> set[str]:
+    ips = {_norm_ip(host)}
+    try:
+        ips.update(_norm_ip(info[4][0]) for info in resolve(host, port, timeout))
+    except (OSError, TimeoutError):
+        pass  # an unresolvable broker name only loses its exclusion
+    return ips
+
+
+def address_set(pairs: list[tuple[str, int]], timeout: float) -> set[tuple[str, int]]:
+    out: set[tuple[str, int]] = set()
+    for host, port in pairs:
+        out.update((ip, port) for ip in _ips_of(host, port, timeout))
+    return out
+
+
+def _connections(pid: int) -> list:
+    import psutil
+
+    proc = psutil.Process(pid)
+    lister = getattr(proc, "net_connections", None) or proc.connections  # psutil < 6 has only connections()
+    return lister(kind="tcp")
+
+
+def outbound_peers(conns: list) -> list[tuple[str, int]]:
+    """Remote (ip, port) of a process's established outbound TCP connections.
+
+    Left out: connections accepted by the process's own listeners (their peer
+    is a client, not a dependency) and connections to itself over loopback."""
+    import psutil
+
+    listening = {(_norm_ip(c.laddr.ip), c.laddr.port) for c in conns if c.status == psutil.CONN_LISTEN and c.laddr}
+    listen_ports = {port for _, port in listening}
+    own_ends = {(_norm_ip(c.laddr.ip), c.laddr.port) for c in conns if c.laddr}
+    peers = []
+    for c in conns:
+        if c.status != psutil.CONN_ESTABLISHED or not c.raddr or not c.laddr:
+            continue
+        if c.laddr.port in listen_ports:
+            continue  # inbound
+        peer = (_norm_ip(c.raddr.ip), c.raddr.port)
+        if peer in own_ends or (_is_loopback(peer[0]) and peer[1] in listen_ports):
+            continue  # the process talking to itself
+        peers.append(peer)
+    return peers
+
+
+def discover_endpoints(ctx: ProbeContext, known: set[tuple[str, int]], limit: int) -> tuple[list[Endpoint], list[str], int]:
+    """Endpoints the target processes are connected to, busiest first.
+    Returns (endpoints, notes, number of target processes looked at)."""
+    import psutil
+
+    pids, notes = target_pids(ctx)
+    if not pids:
+        return [], notes, 0
+    excluded = address_set(broker_addresses(ctx), ctx.io_timeout(1.0))
+    by_peer: dict[tuple[str, int], dict] = {}
+    looked = 0
+    for pid in sorted(pids):
+        try:
+            conns = _connections(pid)
+        except psutil.NoSuchProcess:
+            notes.append(f"pid {pid} ({pids[pid]}) no longer exists: its connections were not read")
+            continue
+        except psutil.AccessDenied:
+            notes.append(f"cannot list the connections of pid {pid}: access denied (run qdiag as root or as that process's user)")
+            continue
+        except OSError as exc:
+            notes.append(f"cannot list the connections of pid {pid}: {exc.strerror or exc}")
+            continue
+        looked += 1
+        for peer in outbound_peers(conns):
+            if peer in excluded or peer in known:
+                continue
+            entry = by_peer.setdefault(peer, {"connections": 0, "pids": set()})
+            entry["connections"] += 1
+            entry["pids"].add(pid)
+    ranked = sorted(by_peer.items(), key=lambda kv: (-kv[1]["connections"], kv[0]))
+    if len(ranked) > limit:
+        notes.append(f"{len(ranked) - limit} more discovered endpoint(s) left out "
+                     f"(max_discovered = {limit} under [probes.dependencies])")
+    endpoints = [Endpoint(tcp_label(ip, port), "tcp", ip, port, discovered=True, pids=tuple(sorted(e["pids"])),
+                          connections=e["connections"]) for (ip, port), e in ranked[:limit]]
+    return endpoints, notes, looked
+
+
+# ---------------------------------------------------------------- the probe
+
+def _option(ctx: ProbeContext, key: str, kind: type, low: float | None = None, high: float | None = None):
+    value = ctx.options.get(key, DEFAULTS[key])
+    if kind is bool:
+        if not isinstance(value, bool):
+            raise ProbeError(f"[probes.dependencies] {key} = {value!r} is not true or false (fix qdiag.toml)")
+        return value
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ProbeError(f"[probes.dependencies] {key} = {value!r} is not a number (fix qdiag.toml)")
+    if (low is not None and value < low) or (high is not None and value > high):
+        raise ProbeError(f"[probes.dependencies] {key} = {value!r} is out of range {low:g}..{high:g} (fix qdiag.toml)")
+    return kind(value)
+
+
+def _peer(ip: str, port: int) -> str:
+    return f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
+
+
+def _endpoint_doc(ep: Endpoint, samples: list[dict], complete: bool, insecure: bool) -> dict:
+    addresses = {s["address"] for s in samples if s.get("address")}
+    if ep.discovered:
+        addresses.add(ep.host)
+    doc = {"url": ep.label, "kind": ep.kind, "host": ep.host, "port": ep.port,
+           "addresses": sorted(addresses),
+           # "ip:port" as the threads probe names a socket's peer, for matching
+           # threads blocked in socket I/O to a slow endpoint.
+           "peers": [_peer(ip, ep.port) for ip in sorted(addresses)],
+           "discovered": ep.discovered, "pids": list(ep.pids),
+           "connections": ep.connections if ep.discovered else None,
+           "tls_verify": (not insecure) if ep.kind == "https" else None,
+           "complete": complete}
+    doc.update(summarize(samples))
+    return doc
+
+
+@register("dependencies", timeout_s=10,
+          description="Downstream latency: DNS, TCP connect, TLS, time to first byte and HTTP status per endpoint")
+def collect(ctx: ProbeContext) -> dict:
+    count = _option(ctx, "samples", int, 2, 20)
+    request_timeout = _option(ctx, "request_timeout", float, 0.05, 60)
+    insecure = _option(ctx, "insecure_tls", bool)
+    ca_file = ctx.options.get("ca_file", DEFAULTS["ca_file"]) or ""
+    if not isinstance(ca_file, str):
+        raise ProbeError(f"[probes.dependencies] ca_file = {ca_file!r} is not a path (fix qdiag.toml)")
+    discover = _option(ctx, "discover", bool)
+    limit = _option(ctx, "max_discovered", int, 0, 100)
+    workers = _option(ctx, "workers", int, 1, 32)
+    notes: list[str] = []
+
+    endpoints: list[Endpoint] = []
+    for url in ctx.targets.dependencies:
+        try:
+            endpoints.append(parse_endpoint(url))
+        except ValueError as exc:
+            notes.append(f"--dependency {exc}: not timed")
+    looked = 0
+    if discover:
+        known = set()
+        for ep in endpoints:
+            known.update((ip, ep.port) for ip in _ips_of(ep.host, ep.port, ctx.io_timeout(1.0)))
+        found, more_notes, looked = discover_endpoints(ctx, known, limit)
+        endpoints += found
+        notes += more_notes
+    if not endpoints:
+        why = "no dependency to time: give --dependency URL"
+        if looked:
+            why += f" (the {looked} target process(es) hold no outbound connection besides the brokers)"
+        elif discover:
+            why += " or --pid/--process of a consumer whose connections can be read"
+            if notes:
+                why += f" ({notes[0]})"
+        raise NotApplicable(why)
+
+    tls = _tls_context(insecure, ca_file) if any(ep.kind == "https" for ep in endpoints) else None
+    if insecure:
+        notes.append("TLS certificates not verified (insecure_tls = true)")
+    collected: list[list[dict]] = [[] for _ in endpoints]
+    finished = [False] * len(endpoints)
+    todo: queue.Queue[int] = queue.Queue()
+    for index in range(len(endpoints)):
+        todo.put(index)
+    redact = Redactor(ctx.targets.secrets())
+    lock = threading.Lock()
+
+    def docs() -> list[dict]:
+        return [_endpoint_doc(ep, list(collected[i]), finished[i], insecure) for i, ep in enumerate(endpoints)]
+
+    def publish() -> None:
+        # Replaced whole, never mutated: the runner may copy it at the deadline.
+        with lock:
+            ctx.partial["endpoints"] = redact(docs())
+
+    ctx.partial.update({"endpoints": [], "notes": notes})
+
+    def time_endpoint(index: int) -> None:
+        ep = endpoints[index]
+        for when in ctx.sample_times(count):
+            if when > ctx.deadline - SAMPLE_STOP_S:
+                return  # started too late for this one (more endpoints than workers)
+            try:
+                ctx.sleep_until(when)
+            except DeadlineReached:
+                return
+            budget = min(request_timeout, ctx.remaining() - SAMPLE_STOP_S)
+            if budget < 0.05:
+                return
+            collected[index].append(take_sample(ep, ctx.io_timeout(budget), tls))
+            publish()
+        finished[index] = True
+
+    def worker() -> None:
+        while True:
+            try:
+                index = todo.get_nowait()
+            except queue.Empty:
+                return
+            time_endpoint(index)
+
+    # Daemon threads: every socket call has a timeout, but a thread cannot be
+    # killed, and none may keep qdiag from exiting.
+    threads = [threading.Thread(target=worker, name=f"qdiag-dep-{i}", daemon=True)
+               for i in range(min(workers, len(endpoints)))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(max(0.0, ctx.deadline - SUMMARY_RESERVE_S - ctx.clock()))
+    unfinished = sum(1 for done in finished if not done)
+    if unfinished:
+        notes.append(f"{unfinished} endpoint(s) not fully sampled before the deadline")
+
+    return redact({
+        "endpoints": docs(),
+        "samples_per_endpoint": count,
+        "request_timeout_s": request_timeout,
+        "insecure_tls": insecure,
+        "target_processes": looked,
+        "notes": notes,
+    })
