@@ -8,7 +8,13 @@ so `qdiag --help` never pays for kafka-python, pika or redis.
 from importlib import import_module
 
 MODULES = (
+    "redis_queues",
+    "rabbitmq",
     "host",
+    "process",
+    "threads",
+    "dependencies",
+    "logs",
 )
 
 

@@ -1,0 +1,743 @@
+"""Process probe: the consumer processes (--pid, --process, found from the
+broker side) and the host's busiest processes, each measured over the window.
+
+Per target: CPU of one core and of the host, memory, threads, open fds against
+the soft RLIMIT_NOFILE, state, context-switch rates, cgroup, listening sockets
+with their accept-queue fill, and connections by remote endpoint.  A process
+that exits during the window is reported as gone, never as a failed probe.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import struct
+import sys
+from collections import Counter
+from typing import Any
+
+import psutil
+
+from qdiag.probe import NotApplicable, register
+
+CMDLINE_MAX_CHARS = 500
+TOP_N = 5
+MAX_TARGETS = 20  # per run, for --process matches; explicit --pid and discovered pids are always kept
+MAX_REMOTES = 20  # remote endpoints listed per process; the rest are counted
+MAX_FD_LINKS = 65536  # fd links read per process per sample
+MAX_MAPS_LINES = 50000
+MAX_TASKS = 10000  # threads read per process per sample for context switches
+
+_STATE_LETTERS = {
+    psutil.STATUS_RUNNING: "R",
+    psutil.STATUS_SLEEPING: "S",
+    psutil.STATUS_DISK_SLEEP: "D",
+    psutil.STATUS_ZOMBIE: "Z",
+    psutil.STATUS_STOPPED: "T",
+    psutil.STATUS_TRACING_STOP: "t",
+    psutil.STATUS_DEAD: "X",
+    psutil.STATUS_IDLE: "I",
+    psutil.STATUS_PARKED: "P",
+    psutil.STATUS_WAKING: "W",
+}
+
+
+def state_letter(status: str | None) -> str | None:
+    """psutil's status word -> the letter ps and /proc/<pid>/stat use."""
+    if status is None:
+        return None
+    return _STATE_LETTERS.get(status, status[:1].upper() or None)
+
+
+# --------------------------------------------------------------------------
+# Pure parsers: text or bytes in, plain data out.  Tested on recorded fixtures.
+# --------------------------------------------------------------------------
+
+TCP_STATES = {
+    1: "ESTABLISHED", 2: "SYN_SENT", 3: "SYN_RECV", 4: "FIN_WAIT1", 5: "FIN_WAIT2", 6: "TIME_WAIT",
+    7: "CLOSE", 8: "CLOSE_WAIT", 9: "LAST_ACK", 10: "LISTEN", 11: "CLOSING", 12: "NEW_SYN_RECV",
+}
+TCP_LISTEN = 10
+
+
+def format_endpoint(ip: str, port: int) -> str:
+    return f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
+
+
+def _ip_from_bytes(raw: bytes) -> str:
+    if len(raw) == 4:
+        return socket.inet_ntop(socket.AF_INET, raw)
+    if raw[:12] == b"\0" * 10 + b"\xff\xff":  # IPv4-mapped: show as the IPv4 peer it is
+        return socket.inet_ntop(socket.AF_INET, raw[12:])
+    return socket.inet_ntop(socket.AF_INET6, raw)
+
+
+def decode_proc_address(text: str, byteorder: str = sys.byteorder) -> tuple[str, int]:
+    """'0100007F:1F90' -> ('127.0.0.1', 8080).
+
+    The kernel prints each 32-bit word of the address with %08X from its
+    in-memory (network order) bytes read as a native integer, so on a
+    little-endian host every 4-byte group reads backwards.  The port is a plain
+    host-order number.
+    """
+    addr_hex, port_hex = text.split(":")
+    raw = bytes.fromhex(addr_hex)
+    if byteorder == "little":
+        raw = b"".join(raw[i:i + 4][::-1] for i in range(0, len(raw), 4))
+    return _ip_from_bytes(raw), int(port_hex, 16)
+
+
+def parse_proc_net_tcp(text: str, inodes: set[int] | None = None, byteorder: str = sys.byteorder) -> list[dict]:
+    """Rows of /proc/net/tcp or /proc/net/tcp6 (only those whose socket inode is
+    in `inodes`, when given).
+
+    For a LISTEN socket the kernel puts the current accept-queue length
+    (sk_ack_backlog) in rx_queue; its tx_queue is a send-queue figure that is 0
+    for listeners, NOT the backlog limit (only sock_diag, i.e. `ss` Send-Q,
+    exposes sk_max_ack_backlog).  Connections still waiting in an accept queue
+    have no file yet, so they show inode 0.
+    """
+    rows = []
+    for line in text.splitlines()[1:]:
+        fields = line.split()
+        if len(fields) < 10:
+            continue
+        try:
+            inode = int(fields[9])
+            if inodes is not None and inode not in inodes:
+                continue
+            local_ip, local_port = decode_proc_address(fields[1], byteorder)
+            remote_ip, remote_port = decode_proc_address(fields[2], byteorder)
+            state = int(fields[3], 16)
+            tx_queue, rx_queue = (int(v, 16) for v in fields[4].split(":"))
+            uid = int(fields[7])
+        except ValueError:
+            continue
+        rows.append({
+            "local": format_endpoint(local_ip, local_port), "local_port": local_port,
+            "remote": format_endpoint(remote_ip, remote_port),
+            "state": TCP_STATES.get(state, str(state)),
+            "tx_queue": tx_queue, "rx_queue": rx_queue, "uid": uid, "inode": inode,
+        })
+    return rows
+
+
+def parse_limits(text: str) -> dict[str, tuple[int | None, int | None]]:
+    """/proc/<pid>/limits -> {"Max open files": (soft, hard)}; "unlimited" is None."""
+    limits = {}
+    for line in text.splitlines()[1:]:
+        parts = re.split(r"\s{2,}", line.strip())
+        if len(parts) < 3:
+            continue
+        values = []
+        for raw in parts[1:3]:
+            values.append(None if raw == "unlimited" else int(raw) if raw.isdigit() else None)
+        limits[parts[0]] = (values[0], values[1])
+    return limits
+
+
+def parse_cgroup(text: str) -> list[str]:
+    """/proc/<pid>/cgroup: one 'hierarchy-id:controllers:path' line each (v2 is '0::/path')."""
+    return [line.strip() for line in text.splitlines() if line.strip()]
+
+
+_PYTHON_NAME = re.compile(r"^(python|pypy)(\d+(\.\d+)*)?[a-z]?$")
+_JAVA_NAME = re.compile(r"^java$")
+
+
+def detect_runtime(name: str | None, exe: str | None, cmdline: list[str] | None,
+                   maps_text: str | None = None) -> str | None:
+    """'python', 'java' or None: which thread-dump tool fits this process.
+
+    The executable tells most (a `gunicorn` script still runs /usr/bin/python3);
+    embedded interpreters (uwsgi, a JVM launched by a wrapper binary) show up
+    only as a mapped libpython / libjvm.
+    """
+    candidates = []
+    if exe:
+        candidates.append(os.path.basename(exe))
+    if cmdline and cmdline[0]:
+        candidates.append(os.path.basename(cmdline[0].split()[0]))
+    if name:
+        candidates.append(name)
+    for candidate in candidates:
+        if _PYTHON_NAME.match(candidate):
+            return "python"
+        if _JAVA_NAME.match(candidate):
+            return "java"
+    if maps_text:
+        if "/libjvm.so" in maps_text:
+            return "java"
+        if re.search(r"/libpython\d", maps_text):
+            return "python"
+    return None
+
+
+# sock_diag (netlink): the only interface that gives a listener's backlog limit.
+NETLINK_SOCK_DIAG = 4
+SOCK_DIAG_BY_FAMILY = 20
+NLM_F_REQUEST, NLM_F_DUMP = 0x1, 0x300
+NLMSG_ERROR, NLMSG_DONE = 2, 3
+_NLMSG_HDR = struct.Struct("=IHHII")
+_INET_DIAG_REQ = struct.Struct("=BBBxI")  # family, protocol, ext, pad, states; then a 48-byte sockid
+_SOCKID_LEN = 48
+_DIAG_TAIL = struct.Struct("=IIIII")  # expires, rqueue, wqueue, uid, inode
+
+
+def sock_diag_request(family: int, states: int, seq: int = 1) -> bytes:
+    body = _INET_DIAG_REQ.pack(family, socket.IPPROTO_TCP, 0, states) + b"\0" * _SOCKID_LEN
+    return _NLMSG_HDR.pack(_NLMSG_HDR.size + len(body), SOCK_DIAG_BY_FAMILY, NLM_F_REQUEST | NLM_F_DUMP, seq, 0) + body
+
+
+def parse_sock_diag(data: bytes) -> tuple[list[dict], bool]:
+    """One netlink datagram of inet_diag_msg records -> (records, done).
+
+    For a LISTEN socket the kernel reports rqueue = current accept-queue length
+    and wqueue = the backlog limit (sk_max_ack_backlog, after the somaxconn cap).
+    """
+    records, done, offset = [], False, 0
+    while offset + _NLMSG_HDR.size <= len(data):
+        length, kind, _flags, _seq, _pid = _NLMSG_HDR.unpack_from(data, offset)
+        if length < _NLMSG_HDR.size:
+            break
+        body = offset + _NLMSG_HDR.size
+        if kind == NLMSG_DONE:
+            done = True
+            break
+        if kind == NLMSG_ERROR:
+            errno = -struct.unpack_from("=i", data, body)[0]
+            raise OSError(errno, f"sock_diag: {os.strerror(errno)}")
+        if kind == SOCK_DIAG_BY_FAMILY and body + 4 + _SOCKID_LEN + _DIAG_TAIL.size <= len(data):
+            family, state = data[body], data[body + 1]
+            sport = struct.unpack_from("!H", data, body + 4)[0]
+            addr_len = 4 if family == socket.AF_INET else 16
+            src = _ip_from_bytes(data[body + 8: body + 8 + addr_len])
+            _exp, rqueue, wqueue, uid, inode = _DIAG_TAIL.unpack_from(data, body + 4 + _SOCKID_LEN)
+            records.append({"family": "ipv4" if family == socket.AF_INET else "ipv6",
+                            "state": TCP_STATES.get(state, str(state)), "local": format_endpoint(src, sport),
+                            "rqueue": rqueue, "wqueue": wqueue, "uid": uid, "inode": inode})
+        offset += (length + 3) & ~3
+    return records, done
+
+
+def listen_backlogs(timeout: float) -> dict[int, int] | None:
+    """{socket inode: backlog limit} for every TCP listener in qdiag's network
+    namespace, or None when sock_diag is unavailable."""
+    found: dict[int, int] = {}
+    try:
+        with socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, NETLINK_SOCK_DIAG) as sock:
+            sock.settimeout(timeout)
+            for seq, family in enumerate((socket.AF_INET, socket.AF_INET6), 1):
+                sock.sendto(sock_diag_request(family, 1 << TCP_LISTEN, seq), (0, 0))
+                done = False
+                while not done:
+                    records, done = parse_sock_diag(sock.recv(65536))
+                    for rec in records:
+                        found[rec["inode"]] = rec["wqueue"]
+    except (OSError, AttributeError):  # AttributeError: no AF_NETLINK (not Linux)
+        return None
+    return found
+
+
+# --------------------------------------------------------------------------
+# Reading one process.
+# --------------------------------------------------------------------------
+
+def _read_text(path: str, limit: int = 1 << 20) -> str | None:
+    try:
+        with open(path, encoding="utf-8", errors="replace") as fh:
+            return fh.read(limit)
+    except OSError:
+        return None
+
+
+def _read_maps(path: str) -> str | None:
+    """Only the mapped file names that tell a runtime apart, bounded."""
+    keep = []
+    try:
+        with open(path, encoding="utf-8", errors="replace") as fh:
+            for number, line in enumerate(fh):
+                if number >= MAX_MAPS_LINES:
+                    break
+                if "libjvm" in line or "libpython" in line:
+                    keep.append(line.rstrip())
+    except OSError:
+        return None
+    return "\n".join(keep)
+
+
+def scan_fds(proc_root: str, pid: int) -> tuple[int | None, set[int] | None]:
+    """(open fd count, socket inodes) from /proc/<pid>/fd; (None, None) if unreadable."""
+    fd_dir = f"{proc_root}/{pid}/fd"
+    try:
+        names = os.listdir(fd_dir)
+    except OSError:
+        return None, None
+    inodes = set()
+    for name in names[:MAX_FD_LINKS]:
+        try:
+            link = os.readlink(f"{fd_dir}/{name}")
+        except OSError:
+            continue
+        if link.startswith("socket:["):
+            inodes.add(int(link[8:-1]))
+    return len(names), inodes
+
+
+def parse_ctx_switches(status_text: str) -> tuple[int, int] | None:
+    """(voluntary, involuntary) context switches from a /proc/.../status text."""
+    found = {}
+    for line in status_text.splitlines():
+        if line.startswith(("voluntary_ctxt_switches:", "nonvoluntary_ctxt_switches:")):
+            key, _, value = line.partition(":")
+            found[key] = int(value)
+    if len(found) != 2:
+        return None
+    return found["voluntary_ctxt_switches"], found["nonvoluntary_ctxt_switches"]
+
+
+def read_ctx_switches(proc_root: str, pid: int) -> tuple[int, int] | None:
+    """Context switches of all the process's threads.
+
+    /proc/<pid>/status (and so psutil's num_ctx_switches) counts only the main
+    thread, which in a JVM or a threaded consumer barely runs; the per-thread
+    counters under /proc/<pid>/task/ are summed instead.
+    """
+    task_dir = f"{proc_root}/{pid}/task"
+    try:
+        tids = os.listdir(task_dir)
+    except OSError:
+        return None
+    voluntary = involuntary = 0
+    counted = 0
+    for tid in tids[:MAX_TASKS]:
+        text = _read_text(f"{task_dir}/{tid}/status")
+        pair = parse_ctx_switches(text) if text else None
+        if pair is not None:
+            voluntary += pair[0]
+            involuntary += pair[1]
+            counted += 1
+    return (voluntary, involuntary) if counted else None
+
+
+def _truncate(cmdline: list[str] | None) -> str | None:
+    if cmdline is None:
+        return None
+    joined = " ".join(cmdline).rstrip()  # processes that rewrite their title pad it with spaces
+    return joined if len(joined) <= CMDLINE_MAX_CHARS else joined[: CMDLINE_MAX_CHARS - 1] + "…"
+
+
+def _cpu_seconds(cpu_times) -> float | None:
+    return None if cpu_times is None else cpu_times.user + cpu_times.system
+
+
+def _cgroup_parsers():
+    """(cgroup_stats, cgroup_delta) from the host probe's parsers
+    (probes/_host_parse.py), or None when that module is missing."""
+    try:
+        from qdiag.probes._host_parse import cgroup_delta, cgroup_stats
+    except ImportError:
+        return None
+    return cgroup_stats, cgroup_delta
+
+
+def cgroup_reading(proc_root: str, sys_root: str, pid: int) -> Any:
+    """One raw reading of the process's cgroup (CPU quota and throttling,
+    memory limit and usage); None when unavailable.  Two readings become
+    deltas through cgroup_over_window()."""
+    parsers = _cgroup_parsers()
+    if parsers is None:
+        return None
+    try:
+        return parsers[0](proc_root, sys_root, pid)
+    except Exception:  # a bonus field: its failure must not lose the target
+        return None
+
+
+def cgroup_over_window(before: Any, after: Any, seconds: float | None) -> Any:
+    parsers = _cgroup_parsers()
+    if parsers is None or not before or not after or not seconds:
+        return None
+    try:
+        return parsers[1](before, after, seconds)
+    except Exception:
+        return None
+
+
+def describe(proc: psutil.Process, proc_root: str) -> tuple[dict, int | None]:
+    """What does not change over the window (read once), and the soft RLIMIT_NOFILE."""
+    pid = proc.pid
+    with proc.oneshot():
+        info = proc.as_dict(["name", "cmdline", "username", "create_time", "exe"], ad_value=None)
+    limits_text = _read_text(f"{proc_root}/{pid}/limits")
+    soft_nofile = parse_limits(limits_text).get("Max open files", (None, None))[0] if limits_text else None
+    cgroup_text = _read_text(f"{proc_root}/{pid}/cgroup")
+    runtime = detect_runtime(info["name"], info["exe"], info["cmdline"])
+    if runtime is None:
+        runtime = detect_runtime(None, None, None, _read_maps(f"{proc_root}/{pid}/maps"))
+    return {
+        "name": info["name"], "cmdline": _truncate(info["cmdline"]), "username": info["username"],
+        "create_time": info["create_time"], "runtime": runtime,
+        "cgroup": parse_cgroup(cgroup_text) if cgroup_text is not None else None,
+    }, soft_nofile
+
+
+_DYNAMIC = ["create_time", "cpu_times", "memory_info", "num_threads", "status"]
+
+
+def measure(proc: psutil.Process, proc_root: str, sys_root: str, clock) -> dict | None:
+    """One sample of a process; None when it no longer exists."""
+    taken = clock()  # CPU times are read right after: rates divide by the time between two of these
+    try:
+        with proc.oneshot():
+            values = proc.as_dict(_DYNAMIC, ad_value=None)
+    except psutil.NoSuchProcess:
+        return None
+    fds, inodes = scan_fds(proc_root, proc.pid)
+    return {
+        "t": taken,
+        "cgroup": cgroup_reading(proc_root, sys_root, proc.pid),
+        "create_time": values["create_time"],
+        "cpu_s": _cpu_seconds(values["cpu_times"]),
+        "rss": values["memory_info"].rss if values["memory_info"] is not None else None,
+        "threads": values["num_threads"],
+        "ctx": read_ctx_switches(proc_root, proc.pid),
+        "state": state_letter(values["status"]),
+        "fds": fds,
+        "inodes": inodes,
+    }
+
+
+# --------------------------------------------------------------------------
+# The probe.
+# --------------------------------------------------------------------------
+
+def _switch_rate(first, end, index: int, seconds: float | None) -> float | None:
+    if first is None or end is None or not seconds:
+        return None
+    change = end[index] - first[index]
+    # Threads that exit take their counts with them; a drop means "unknown", not negative.
+    return round(change / seconds, 1) if change >= 0 else None
+
+
+def _descendants(parents: dict[int, int | None], root: int) -> set[int]:
+    children: dict[int, list[int]] = {}
+    for pid, ppid in parents.items():
+        if ppid is not None:
+            children.setdefault(ppid, []).append(pid)
+    found, todo = set(), [root]
+    while todo:
+        for child in children.get(todo.pop(), ()):
+            if child not in found:
+                found.add(child)
+                todo.append(child)
+    return found
+
+
+def _process_table() -> dict[int, dict]:
+    """Every process: the few fields top lists need (one /proc/<pid>/stat + statm each)."""
+    table = {}
+    for proc in psutil.process_iter(["ppid", "create_time", "cpu_times", "memory_info"], ad_value=None):
+        info = proc.info
+        table[proc.pid] = {
+            "ppid": info["ppid"], "create_time": info["create_time"],
+            "cpu_s": _cpu_seconds(info["cpu_times"]),
+            "rss": info["memory_info"].rss if info["memory_info"] is not None else None,
+        }
+    return table
+
+
+def _select_targets(ctx, own: set[int], notes: list[str]) -> dict[int, dict]:
+    targets: dict[int, dict] = {}
+
+    def add(pid: int, why: str) -> dict:
+        rec = targets.setdefault(pid, {"pid": pid, "selected_by": []})
+        if why not in rec["selected_by"]:
+            rec["selected_by"].append(why)
+        return rec
+
+    for pid in ctx.targets.pids:
+        add(pid, "--pid")
+    for item in ctx.discovered:
+        try:
+            pid = int(item.get("pid"))
+        except (TypeError, ValueError):
+            continue
+        rec = add(pid, "discovered")
+        rec.setdefault("via", item.get("via"))
+        rec.setdefault("subject", item.get("subject"))
+
+    patterns = ctx.targets.process_patterns
+    if patterns:
+        compiled = [(p, re.compile(p)) for p in patterns]
+        table = {}
+        for proc in psutil.process_iter(["ppid", "cmdline", "cpu_times"], ad_value=None):
+            table[proc.pid] = proc.info
+        own = own | _descendants({pid: i["ppid"] for pid, i in table.items()}, os.getpid())
+        limit = ctx.options.get("max_targets", MAX_TARGETS)
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+            notes.append(f"[probes.process] max_targets {limit!r} is not a positive whole number; used {MAX_TARGETS}")
+            limit = MAX_TARGETS
+        for pattern, regex in compiled:
+            matches = [pid for pid, info in table.items()
+                       if pid not in own and info["cmdline"] and regex.search(" ".join(info["cmdline"]))]
+            if not matches:
+                notes.append(f"--process '{pattern}' matched no running process")
+                continue
+            if len(matches) > limit:
+                # Cumulative CPU is used only to choose, never reported.
+                matches.sort(key=lambda pid: -(_cpu_seconds(table[pid]["cpu_times"]) or 0.0))
+                notes.append(f"--process '{pattern}' matched {len(matches)} processes; "
+                             f"kept the {limit} with the most CPU time (raise [probes.process] max_targets)")
+                matches = matches[:limit]
+            for pid in sorted(matches):
+                add(pid, f"--process {pattern}")
+    return targets
+
+
+class _Sampler:
+    """Called by ctx.sample at each instant of the window."""
+
+    def __init__(self, ctx, targets: dict[int, dict]):
+        self.ctx = ctx
+        self.proc_root = ctx.paths.proc
+        self.targets = targets
+        self.procs: dict[int, psutil.Process] = {}
+        self.fd_limits: dict[int, int | None] = {}
+        self.first = True
+
+    def __call__(self) -> dict:
+        table = _process_table()
+        measured: dict[int, dict | None] = {}
+        for pid, rec in self.targets.items():
+            if rec.get("gone"):
+                continue
+            proc = self.procs.get(pid)
+            if proc is None:
+                try:
+                    proc = self.procs[pid] = psutil.Process(pid)
+                except psutil.NoSuchProcess:
+                    measured[pid] = None
+                    continue
+            measured[pid] = measure(proc, self.proc_root, self.ctx.paths.sys, self.ctx.clock)
+        sockets = self._sockets(measured)
+        if self.first:
+            self.first = False
+            for pid, proc in self.procs.items():
+                if measured.get(pid) is not None:
+                    try:
+                        static, self.fd_limits[pid] = describe(proc, self.proc_root)
+                    except psutil.NoSuchProcess:
+                        continue
+                    self.targets[pid].update(static)
+        return {"table": table, "targets": measured, "sockets": sockets}
+
+    def _sockets(self, measured: dict[int, dict | None]) -> dict[int, list[dict]]:
+        """TCP rows owned by each target, read once per network namespace."""
+        by_netns: dict[str, list[int]] = {}
+        for pid, sample in measured.items():
+            if sample is not None and sample["inodes"]:
+                try:
+                    netns = os.readlink(f"{self.proc_root}/{pid}/ns/net")
+                except OSError:
+                    netns = f"pid:{pid}"
+                by_netns.setdefault(netns, []).append(pid)
+        owned: dict[int, list[dict]] = {}
+        for pids in by_netns.values():
+            wanted = set().union(*(measured[pid]["inodes"] for pid in pids))
+            rows = []
+            for table in ("tcp", "tcp6"):
+                # The table of a process's own network namespace (a container's, say).
+                text = None
+                for pid in pids:
+                    text = _read_text(f"{self.proc_root}/{pid}/net/{table}", limit=64 << 20)
+                    if text is not None:
+                        break
+                if text:
+                    rows.extend(parse_proc_net_tcp(text, wanted))
+            for pid in pids:
+                mine = measured[pid]["inodes"]
+                owned[pid] = [row for row in rows if row["inode"] in mine]
+        return owned
+
+
+def _summarise_sockets(first: list[dict] | None, last: list[dict] | None, backlogs: dict[int, int] | None,
+                       same_netns: bool) -> tuple[list[dict] | None, dict | None]:
+    if last is None:
+        return None, None
+    queued_first = {row["inode"]: row["rx_queue"] for row in first or () if row["state"] == "LISTEN"}
+    listening = []
+    for row in last:
+        if row["state"] != "LISTEN":
+            continue
+        queued = row["rx_queue"]
+        queued_max = max(queued, queued_first.get(row["inode"], 0))
+        backlog = backlogs.get(row["inode"]) if (backlogs is not None and same_netns) else None
+        # The kernel admits one connection beyond the limit (the queue is full when
+        # sk_ack_backlog > sk_max_ack_backlog), so a full queue reads backlog + 1.
+        fill = round(min(1.0, queued_max / backlog), 3) if backlog else None
+        listening.append({"local": row["local"], "queued": queued, "queued_max": queued_max,
+                          "backlog": backlog, "fill_ratio": fill})
+    states = Counter(row["state"] for row in last if row["state"] != "LISTEN")
+    remotes = Counter(row["remote"] for row in last if row["state"] == "ESTABLISHED")
+    top = remotes.most_common(MAX_REMOTES)
+    connections = {"established": states.get("ESTABLISHED", 0), "by_state": dict(sorted(states.items())),
+                   "remotes": dict(top), "remotes_omitted": len(remotes) - len(top)}
+    return sorted(listening, key=lambda x: x["local"]), connections
+
+
+def _target_record(rec: dict, samples: list, ncpu: int, fd_limit: int | None, backlogs, own_netns: str | None,
+                   proc_root: str) -> dict:
+    pid = rec["pid"]
+    seen = [(s["targets"][pid], s["sockets"].get(pid)) for _, s in samples if pid in s["targets"]]
+    first, first_sockets = seen[0] if seen else (None, None)
+    if first is None:
+        # It existed when targets were chosen but was gone by the first sample.
+        return {**rec, "gone": True}
+    last, last_sockets = seen[-1] if len(seen) > 1 else (first, first_sockets)
+    if last is None or last["create_time"] != first["create_time"]:
+        gone, state = True, None  # exited (or its pid was reused) during the window
+    else:
+        # A process that died but was not reaped yet is a zombie: gone all the same.
+        gone, state = last["state"] == "Z" and first["state"] != "Z", last["state"]
+    # Gauges of a gone process are its last live values; rates need both ends alive.
+    end = first if gone else last
+    seconds = (last["t"] - first["t"]) if (not gone and last is not first) else None
+    if gone:
+        last_sockets = first_sockets
+
+    def delta(key):
+        if not seconds or end[key] is None or first[key] is None:
+            return None
+        return end[key] - first[key]
+
+    cpu = delta("cpu_s")
+    ctx_first, ctx_end = first["ctx"], end["ctx"]
+    limit = fd_limit
+    fds = end["fds"]
+    try:
+        same_netns = own_netns is not None and os.readlink(f"{proc_root}/{pid}/ns/net") == own_netns
+    except OSError:
+        same_netns = False
+    listening, connections = _summarise_sockets(first_sockets, last_sockets if end["inodes"] is not None else None,
+                                                backlogs, same_netns)
+    out = dict(rec)
+    out.update({
+        "gone": gone,
+        "state": state,
+        "state_at_start": first["state"],
+        "window_s": round(seconds, 3) if seconds else None,
+        "cpu_seconds": round(cpu, 3) if cpu is not None else None,
+        "cpu_percent": round(100.0 * cpu / seconds, 1) if cpu is not None else None,
+        "cpu_percent_host": round(100.0 * cpu / seconds / ncpu, 1) if cpu is not None else None,
+        "rss_bytes": end["rss"],
+        "rss_delta_bytes": delta("rss"),
+        "threads": end["threads"],
+        "fds": {
+            "open": fds, "open_at_start": first["fds"], "delta": delta("fds"), "soft_limit": limit,
+            "ratio": round(fds / limit, 4) if fds is not None and limit else None,
+        },
+        "ctx_switches_per_s": {
+            "voluntary": _switch_rate(ctx_first, ctx_end, 0, seconds),
+            "involuntary": _switch_rate(ctx_first, ctx_end, 1, seconds),
+        },
+        "cgroup_stats": None if gone else cgroup_over_window(first["cgroup"], last["cgroup"], seconds),
+        "listening": listening,
+        "connections": connections,
+    })
+    return out
+
+
+def _top(samples: list, own: set[int], ncpu: int, window_start_wall: float, targets: dict) -> tuple[list, list]:
+    first = samples[0][1]["table"]
+    last_t, last = samples[-1][0], samples[-1][1]["table"]
+    seconds = last_t - samples[0][0]
+    own = own | _descendants({pid: i["ppid"] for pid, i in last.items()}, os.getpid())
+    rows = []
+    for pid, now in last.items():
+        if pid in own:
+            continue
+        before = first.get(pid)
+        cpu = None
+        if seconds > 0 and now["cpu_s"] is not None:
+            if before is not None and before["create_time"] == now["create_time"] and before["cpu_s"] is not None:
+                cpu = now["cpu_s"] - before["cpu_s"]
+            elif now["create_time"] is not None and now["create_time"] >= window_start_wall:
+                cpu = now["cpu_s"]  # started inside the window: all of its CPU was spent in it
+        rows.append((pid, cpu, now["rss"]))
+    by_cpu = sorted((r for r in rows if r[1] is not None), key=lambda r: -r[1])[:TOP_N]
+    by_mem = sorted((r for r in rows if r[2] is not None), key=lambda r: -r[2])[:TOP_N]
+    names: dict[int, dict] = {}
+    for pid, _, _ in by_cpu + by_mem:
+        if pid in names:
+            continue
+        try:
+            info = psutil.Process(pid).as_dict(["name", "username", "cmdline"], ad_value=None)
+        except psutil.NoSuchProcess:
+            info = {"name": None, "username": None, "cmdline": None}
+        names[pid] = {"name": info["name"], "username": info["username"], "cmdline": _truncate(info["cmdline"])}
+
+    def record(pid, cpu, rss):
+        return {"pid": pid, **names[pid],
+                "cpu_percent": round(100.0 * cpu / seconds, 1) if cpu is not None and seconds > 0 else None,
+                "cpu_percent_host": round(100.0 * cpu / seconds / ncpu, 1) if cpu is not None and seconds > 0 else None,
+                "rss_bytes": rss, "is_target": pid in targets}
+
+    return [record(*r) for r in by_cpu], [record(*r) for r in by_mem]
+
+
+@register("process", timeout_s=5,
+          description="Consumer processes (--pid, --process, discovered) and the busiest on the host: "
+                      "CPU, memory, fds, state, context switches, cgroup, accept queues, connections")
+def collect(ctx) -> dict:
+    if not sys.platform.startswith("linux"):
+        raise NotApplicable("the process probe reads /proc: Linux only")
+    proc_root = ctx.paths.proc
+    ncpu = psutil.cpu_count() or 1
+    window_start_wall = ctx.wall_clock() - (ctx.clock() - ctx.window_start)
+    notes: list[str] = []
+    own = {os.getpid()}
+    targets = _select_targets(ctx, own, notes)
+    for pid, rec in targets.items():
+        if not psutil.pid_exists(pid):
+            rec.update(gone=True, error=f"no process with pid {pid}")
+    explicit = bool(ctx.targets.pids or ctx.targets.process_patterns)
+    if explicit and targets and all(rec.get("gone") for rec in targets.values()):
+        notes.append("none of the given processes is running")
+    ctx.partial.update(targets=list(targets.values()), ncpu=ncpu, notes=notes)
+
+    sampler = _Sampler(ctx, targets)
+    samples = ctx.sample(sampler, count=2)
+    if len(samples) < 2:
+        notes.append("the deadline cut the window short: rates need two samples and are missing")
+    if not samples:
+        return {"targets": list(targets.values()), "top_cpu": [], "top_memory": [], "ncpu": ncpu,
+                "window_s": None, "notes": notes}
+
+    wants_backlog = any(row["state"] == "LISTEN" for _, s in samples for rows in s["sockets"].values()
+                        for row in rows)
+    backlogs = listen_backlogs(ctx.io_timeout(1.0)) if wants_backlog else None
+    try:
+        own_netns = os.readlink(f"{proc_root}/self/ns/net")
+    except OSError:
+        own_netns = None
+
+    records = []
+    for pid, rec in targets.items():
+        if rec.get("error"):
+            records.append(rec)
+        else:
+            records.append(_target_record(rec, samples, ncpu, sampler.fd_limits.get(pid), backlogs, own_netns,
+                                          proc_root))
+    ctx.partial["targets"] = records
+    hidden = [str(r["pid"]) for r in records if not r.get("gone") and r.get("fds", {}).get("open") is None]
+    if hidden:
+        notes.append(f"open fds and sockets of pid {', '.join(hidden)} are not readable "
+                     "(run qdiag as the same user or as root)")
+    top_cpu, top_memory = ([], [])
+    if len(samples) >= 2:
+        top_cpu, top_memory = _top(samples, own, ncpu, window_start_wall, targets)
+    window = samples[-1][0] - samples[0][0] if len(samples) >= 2 else None
+    return {"targets": records, "top_cpu": top_cpu, "top_memory": top_memory, "ncpu": ncpu,
+            "window_s": round(window, 3) if window is not None else None, "notes": notes}
