@@ -55,7 +55,7 @@ def check(template: str) -> str | None:
     """Return a problem with the template, or None."""
     stripped = _FIELD.sub("", template)
     if "{" in stripped or "}" in stripped:
-        return "unbalanced or malformed {field} in template (fields are {name} or {name:.1f})"
+        return "unbalanced or malformed {field} in template"
     for match in _FIELD.finditer(template):
         if match.group(2) and not _SPEC.match(match.group(2)):
             return f"bad format spec ':{match.group(2)}' for {{{match.group(1)}}}"

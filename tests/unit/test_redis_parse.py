@@ -1,0 +1,360 @@
+"""probes/_redis_parse.py on replies recorded from Redis 7.0 (tests/fixtures/redis/replies.json,
+made by tests/fixtures/redis/record.py) and on each job-queue layout's key names
+(tests/fixtures/redis/layouts.json)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from qdiag.probes import _redis_parse as rp
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "redis"
+
+
+def _as_wire(value):
+    """Fixture text back into what the wire carries: bytes, ints, None, lists."""
+    if isinstance(value, str):
+        return value.encode("utf-8")
+    if isinstance(value, list):
+        return [_as_wire(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _as_wire(v) for k, v in value.items()}
+    return value
+
+
+@pytest.fixture(scope="module")
+def replies():
+    return _as_wire(json.loads((FIXTURES / "replies.json").read_text()))
+
+
+@pytest.fixture(scope="module")
+def layouts():
+    return json.loads((FIXTURES / "layouts.json").read_text())
+
+
+def _now_ms(replies, section="orders"):
+    sec, usec = replies[section]["time"]
+    return int(sec) * 1000 + int(usec) // 1000
+
+
+# --- stream ids ------------------------------------------------------------------
+
+def test_stream_id_helpers():
+    assert rp.parse_id(b"1700000000000-5") == (1700000000000, 5)
+    assert rp.parse_id("garbage") is None
+    assert rp.compare_ids("5-1", "5-0") == 1 and rp.compare_ids("4-9", "5-0") == -1 and rp.compare_ids("5-0", b"5-0") == 0
+    assert rp.next_id("1700000000000-5") == "1700000000000-6"
+    assert rp.next_id(f"7-{2**64 - 1}") == "8-0"
+
+
+def test_id_age_only_for_ids_that_look_like_times():
+    now = 1_700_000_010_000
+    assert rp.id_age_s("1700000000000-0", now) == 10.0
+    assert rp.id_age_s("1-1", now) is None  # an explicit id, not a time
+    assert rp.id_age_s("0-0", now) is None
+    assert rp.id_age_s(f"{now + 3 * 86_400_000}-0", now) is None  # far in the future: not a time either
+    assert rp.id_age_s("1700000000000-0", None) is None
+
+
+# --- XINFO / XPENDING on recorded replies --------------------------------------
+
+def test_xinfo_stream(replies):
+    s = rp.parse_xinfo_stream(replies["orders"]["xinfo_stream"])
+    assert s["length"] == 10 and s["entries_added"] == 10 and s["groups"] == 3
+    assert s["first_id"] and s["last_id"] and rp.compare_ids(s["first_id"], s["last_id"]) == -1
+    assert s["last_id"] == s["last_generated_id"]
+    assert s["max_deleted_id"] == "0-0"
+
+
+def test_xinfo_groups_fields_and_nil_lag(replies):
+    groups = {g["name"]: g for g in rp.parse_xinfo_groups(replies["orders"]["xinfo_groups"])}
+    assert set(groups) == {"billing", "audit", "moved"}
+    billing = groups["billing"]
+    assert (billing["consumers"], billing["pending"], billing["entries_read"], billing["lag"]) == (2, 4, 4, 6)
+    # Created at "$": nothing read, nothing to read.
+    assert groups["audit"]["entries_read"] is None and groups["audit"]["lag"] == 0
+    # Moved by SETID into the middle of the stream: Redis cannot count.
+    assert groups["moved"]["lag"] is None and groups["moved"]["lag_reported"]
+
+
+def test_lag_null_reasons(replies):
+    orders = rp.parse_xinfo_stream(replies["orders"]["xinfo_stream"])
+    moved = {g["name"]: g for g in rp.parse_xinfo_groups(replies["orders"]["xinfo_groups"])}["moved"]
+    assert "XGROUP CREATE/SETID" in rp.lag_null_reason(orders, moved)
+
+    tomb = rp.parse_xinfo_stream(replies["tombstone"]["xinfo_stream"])
+    g = rp.parse_xinfo_groups(replies["tombstone"]["xinfo_groups"])[0]
+    assert g["lag"] is None and g["entries_read"] == 2
+    assert "XDEL" in rp.lag_null_reason(tomb, g)
+
+    billing = {x["name"]: x for x in rp.parse_xinfo_groups(replies["orders"]["xinfo_groups"])}["billing"]
+    assert rp.lag_null_reason(orders, billing) is None
+    old = dict(billing, lag=None, entries_read=None, lag_reported=False)
+    assert "older than 7.0" in rp.lag_null_reason(orders, old)
+
+
+def test_group_depth(replies):
+    orders = rp.parse_xinfo_stream(replies["orders"]["xinfo_stream"])
+    groups = {g["name"]: g for g in rp.parse_xinfo_groups(replies["orders"]["xinfo_groups"])}
+    assert rp.group_depth(orders, groups["billing"]) == (6, "lag")
+    assert rp.group_depth(orders, groups["audit"])[0] == 0
+    depth, basis = rp.group_depth(orders, groups["moved"])
+    assert depth is None and basis == "unknown"
+
+    # The tombstone group: nil lag, position inside the stream -> unknown.
+    tomb = rp.parse_xinfo_stream(replies["tombstone"]["xinfo_stream"])
+    tg = rp.parse_xinfo_groups(replies["tombstone"]["xinfo_groups"])[0]
+    assert rp.group_depth(tomb, tg)[0] is None
+    # With the same nil lag but a position before the first entry, every entry is undelivered.
+    before = dict(tg, last_delivered_id="0-0")
+    assert rp.group_depth(tomb, before) == (tomb["length"], "last-delivered-id is before the first entry: every entry is undelivered")
+    # ... and at the last entry, nothing is.
+    at_end = dict(tg, last_delivered_id=tomb["last_id"])
+    assert rp.group_depth(tomb, at_end)[0] == 0
+
+
+def test_trimmed_stream_lag_counts_entries_that_are_gone(replies):
+    s = rp.parse_xinfo_stream(replies["trimmed"]["xinfo_stream"])
+    g = rp.parse_xinfo_groups(replies["trimmed"]["xinfo_groups"])[0]
+    assert s["length"] == 3 and g["lag"] == 8
+    assert rp.group_depth(s, g)[0] == 3
+    assert rp.trimmed_unread(s, g) == 5
+
+
+def test_empty_stream(replies):
+    s = rp.parse_xinfo_stream(replies["empty"]["xinfo_stream"])
+    g = rp.parse_xinfo_groups(replies["empty"]["xinfo_groups"])[0]
+    assert s["length"] == 0 and s["first_id"] is None and s["last_id"] is None
+    assert rp.group_depth(s, g) == (0, "stream is empty")
+    assert rp.parse_xpending_summary(replies["empty"]["xpending"]) == {"count": 0, "min_id": None, "max_id": None, "consumers": {}}
+
+
+def test_consumers_and_pending(replies):
+    consumers = rp.parse_xinfo_consumers(replies["orders"]["xinfo_consumers_billing"])
+    assert {c["name"]: c["pending"] for c in consumers} == {"w1": 2, "w2": 2}
+    assert all(c["idle_ms"] is not None and c["inactive_ms"] is None for c in consumers)  # 7.0: no "inactive"
+    summary = rp.parse_xpending_summary(replies["orders"]["xpending_billing"])
+    assert summary["count"] == 4 and summary["consumers"] == {"w1": 2, "w2": 2}
+    assert rp.id_age_s(summary["min_id"], _now_ms(replies)) is not None
+    entries = rp.parse_xpending_range(replies["orders"]["xpending_range_billing"])
+    assert [e["deliveries"] for e in entries] == [4, 1, 1, 1]
+    poison = rp.poison_candidates(entries, 3)
+    assert [(p["id"], p["consumer"], p["deliveries"]) for p in poison] == [(entries[0]["id"], "w2", 4)]
+    assert rp.poison_candidates(entries, 5) == []
+
+
+def test_inactive_field_of_newer_servers():
+    raw = [[b"name", b"c1", b"pending", 1, b"idle", 5000, b"inactive", 9000]]
+    assert rp.parse_xinfo_consumers(raw)[0]["inactive_ms"] == 9000
+
+
+# --- INFO and CLIENT LIST -------------------------------------------------------
+
+def test_info(replies):
+    info = rp.parse_info(replies["info"])
+    assert info["redis_version"].startswith("7.")
+    assert isinstance(info["used_memory"], int) and isinstance(info["maxmemory"], int)
+    assert info["maxmemory_policy"] in rp.EVICTION_MEANING
+    assert isinstance(info["evicted_keys"], int) and isinstance(info["rejected_connections"], int)
+    assert isinstance(info["blocked_clients"], int) and info["blocked_clients"] >= 2
+    assert isinstance(info["db15"], dict) and "keys" in info["db15"]
+    stats = rp.parse_info(replies["info_commandstats"])
+    assert stats["cmdstat_brpop"]["calls"] >= 1
+
+
+def test_client_list_blocked_clients(replies):
+    clients = rp.parse_client_list(replies["client_list"])
+    own = str(rp.as_int(replies["client_id"]))
+    assert any(c["id"] == own for c in clients)
+    blocked = rp.blocked_clients(clients, own)
+    assert {c["cmd"] for c in blocked} >= {"brpop", "xreadgroup"}
+    assert all(c["known_blocking_command"] for c in blocked)
+    assert all(c["id"] != int(own) for c in blocked)
+    names = {c["name"] for c in blocked}
+    assert {"worker-brpop", "worker-xreadgroup"} <= names
+    assert rp.count_by(blocked, "cmd")["brpop"] >= 1
+
+
+def test_split_addr():
+    assert rp.split_addr("127.0.0.1:6000") == ("127.0.0.1", 6000)
+    assert rp.split_addr("[::1]:6000") == ("::1", 6000)
+    assert rp.split_addr("::1:6000") == ("::1", 6000)
+    assert rp.split_addr("/tmp/redis.sock:0") == ("/tmp/redis.sock", 0)
+    assert rp.split_addr("nonsense") is None
+
+
+def test_eviction_meaning_and_memory_ratio():
+    assert "writes fail" in rp.eviction_meaning("noeviction") or "write fails" in rp.eviction_meaning("noeviction")
+    for policy in ("allkeys-lru", "allkeys-lfu", "allkeys-random"):
+        assert "queue keys included" in rp.eviction_meaning(policy)
+    assert "TTL" in rp.eviction_meaning("volatile-lru")
+    assert rp.eviction_meaning(None) is None
+    assert rp.memory_ratio(50, 200) == 0.25
+    assert rp.memory_ratio(50, 0) is None  # maxmemory 0 = no limit
+
+
+# --- rates ---------------------------------------------------------------------
+
+def test_rates():
+    assert rp.rate([(0.0, 10), (2.0, 30)]) == 10.0
+    assert rp.rate([(0.0, 10)]) is None
+    assert rp.rate([(0.0, 10), (1.0, None), (4.0, 2)]) == -2.0
+    assert rp.rate([(0.0, 10), (4.0, 2)], counter=True) is None  # a counter that fell was reset
+    assert rp.rate([(1.0, 5), (1.0, 9)]) is None
+    assert rp.delta([(0, 3), (1, 8)]) == 5
+    assert rp.trend([(0, 3), (1, 8)]) == "growing" and rp.trend([(0, 3), (1, 3)]) == "flat"
+    assert rp.trend([(0, 3)]) is None
+
+
+# --- layouts from key names ----------------------------------------------------
+
+def _recognise(layout, sidekiq_live=()):
+    inputs = rp.registry_inputs(layout["lists"], layout["sets"], sidekiq_live)
+    return rp.recognise(layout["lists"], **inputs)
+
+
+def test_celery_layout_with_priorities_and_broadcast_queues_left_out(layouts):
+    queues, unrecognised = _recognise(layouts["celery"])
+    by_name = {q["name"]: q for q in queues}
+    assert set(by_name) == {"celery", "emails", "reports"}  # pidbox/celeryev are pub/sub, not work queues
+    assert all(q["layout"] == "celery" and q["consume_index"] == -1 for q in queues)
+    assert by_name["celery"]["keys"] == ["celery", "celery\x06\x163", "celery\x06\x169"]
+    assert by_name["reports"]["keys"] == []  # bound but empty: no list yet
+    assert unrecognised == []
+
+
+def test_celery_global_key_prefix(layouts):
+    queues, _ = _recognise(layouts["celery_prefixed"])
+    assert [(q["name"], q["prefix"], q["key"], q["keys"]) for q in queues] == [
+        ("celery", "myapp:", "myapp:celery", ["myapp:celery", "myapp:celery\x06\x166"])]
+
+
+def test_priority_sibling_alone_names_a_celery_queue():
+    queues, _ = rp.recognise(["jobs\x06\x163", "jobs"])
+    assert [(q["layout"], q["name"], q["keys"]) for q in queues] == [("celery", "jobs", ["jobs", "jobs\x06\x163"])]
+
+
+def test_rq_layout(layouts):
+    queues, unrecognised = _recognise(layouts["rq"])
+    assert [(q["name"], q["keys"], q["consume_index"]) for q in queues] == [
+        ("default", ["rq:queue:default"], 0), ("high", ["rq:queue:high"], 0), ("low", [], 0)]
+    assert unrecognised == []  # the :intermediate list belongs to its queue
+
+
+def test_sidekiq_layout_needs_its_process_registry_or_lists(layouts):
+    queues, _ = _recognise(layouts["sidekiq"], sidekiq_live=[""])
+    assert [(q["name"], q["key"], q["consume_index"]) for q in queues] == [
+        ("critical", "queue:critical", -1), ("default", "queue:default", -1), ("mailers", "queue:mailers", -1)]
+    # A bare set called "queues" with no Sidekiq list and no process registry is someone else's.
+    queues, _ = rp.recognise([], **rp.registry_inputs([], {"queues": ["a", "b"]}, []))
+    assert queues == []
+
+
+def test_sidekiq_namespace(layouts):
+    lay = layouts["sidekiq_namespaced"]
+    assert rp.sidekiq_namespaces(lay["lists"]) == ["", "shop:"]
+    queues, _ = _recognise(lay)
+    assert [(q["name"], q["namespace"], q["key"], bool(q["keys"])) for q in queues] == [
+        ("default", "shop:", "shop:queue:default", True), ("low", "shop:", "shop:queue:low", False)]
+
+
+def test_dramatiq_layout(layouts):
+    queues, _ = _recognise(layouts["dramatiq"])
+    assert [(q["name"], q["consume_index"], q["delay_queue"]) for q in queues] == [
+        ("default", 0, False), ("default.DQ", 0, True), ("emails", 0, False)]
+
+
+def test_plain_lists_stay_unrecognised_unless_named(layouts):
+    lay = layouts["mixed_plain"]
+    queues, unrecognised = rp.recognise(lay["lists"])
+    assert {(q["layout"], q["name"]) for q in queues} == {("rq", "default"), ("sidekiq", "default")}
+    assert unrecognised == ["cache:recent", "jobs"]
+    queues, unrecognised = rp.recognise(lay["lists"], named=["jobs"])
+    assert ("list", "jobs") in {(q["layout"], q["name"]) for q in queues}
+    assert unrecognised == ["cache:recent"]
+
+
+def test_candidate_keys():
+    assert rp.candidate_keys("mail") == ["mail", "rq:queue:mail", "queue:mail", "dramatiq:mail"]
+
+
+# --- job payloads ----------------------------------------------------------------
+
+def test_job_timestamps():
+    assert rp.rq_time("2024-05-01T12:00:00.500000Z") == 1714564800.5
+    assert rp.rq_time("2024-05-01T12:00:00Z") == 1714564800.0
+    assert rp.rq_time("yesterday") is None
+    assert rp.sidekiq_job(b'{"class":"HardJob","enqueued_at":1714564800.25}') == {"enqueued_at": 1714564800.25, "job_class": "HardJob"}
+    # Sidekiq 8 stores milliseconds; ActiveJob wraps the class.
+    assert rp.sidekiq_job('{"class":"W","wrapped":"Mailer","enqueued_at":1714564800250}') == {"enqueued_at": 1714564800.25, "job_class": "Mailer"}
+    assert rp.sidekiq_job(b"not json")["enqueued_at"] is None
+    assert rp.dramatiq_message('{"actor_name":"send","message_timestamp":1714564800250}') == {"enqueued_at": 1714564800.25, "actor": "send"}
+    assert rp.celery_message('{"headers":{"task":"app.add","id":"x1","eta":null},"properties":{}}') == {"task": "app.add", "task_id": "x1", "eta": None}
+    assert rp.age_s(100.0, 130.5) == 30.5 and rp.age_s(None, 1.0) is None
+
+
+# --- status ----------------------------------------------------------------------
+
+@pytest.mark.parametrize("kwargs, status", [
+    (dict(waiting=0, consumers=0, consumed=None, depth_trend="flat"), rp.OK),
+    (dict(waiting=5, consumers=0, consumed=True, depth_trend="shrinking"), rp.STOP),
+    (dict(waiting=5, consumers=2, consumed=False, depth_trend="flat"), rp.STALL),
+    (dict(waiting=5, consumers=2, consumed=True, depth_trend="growing", rate_in=3.0, rate_out=1.0), rp.WARN),
+    (dict(waiting=5, consumers=2, consumed=True, depth_trend="shrinking", poison=1), rp.WARN),
+    (dict(waiting=5, consumers=2, consumed=True, depth_trend="shrinking"), rp.OK),
+    (dict(waiting=5, consumers=None, consumed=None, depth_trend="flat"), rp.UNKNOWN),
+    (dict(waiting=None, consumers=2, consumed=True, depth_trend=None), rp.UNKNOWN),
+    (dict(waiting=5, consumers=2, consumed=None, depth_trend=None, samples=1), rp.UNKNOWN),
+])
+def test_judge(kwargs, status):
+    assert rp.judge(**kwargs)[0] == status
+
+
+def test_judge_reason_carries_rates():
+    status, reason = rp.judge(waiting=9, consumers=1, consumed=True, depth_trend="growing", rate_in=4.0, rate_out=1.5)
+    assert status == rp.WARN and "4/s in" in reason and "1.5/s out" in reason
+
+
+# --- one-line errors (probes/redis_queues.explain) -----------------------------------
+
+def _target(url):
+    from qdiag.targets import parse_redis
+
+    return parse_redis(url)
+
+
+@pytest.mark.parametrize("exc, tls, expected", [
+    ("AuthenticationError:WRONGPASS invalid username-password pair or user is disabled.", False, "authentication failed"),
+    ("AuthenticationError:Authentication required.", False, "requires a password"),
+    ("AuthenticationError:AUTH <password> called without any password configured for the default user.", False, "has none set"),
+    ("ConnectionError:Error 111 connecting to 127.0.0.1:1. Connection refused.", False, "connection refused"),
+    ("ConnectionError:Error -2 connecting to nohost:6379. Name or service not known.", False, "cannot resolve host"),
+    ("TimeoutError:Timeout reading from socket", False, "no reply within 2s"),
+    ("TimeoutError:Timeout connecting to server", False, "no TCP connection within 2s"),
+    ("TimeoutError:Timeout connecting to server", True, "use redis:// instead of rediss://"),
+    ("ResponseError:DB index is out of range", False, "database 3 does not exist"),
+    ("ConnectionError:Connection closed by server.", False, "use rediss://"),
+])
+def test_error_lines(exc, tls, expected):
+    import redis.exceptions as rx
+
+    from qdiag.probes.redis_queues import explain
+
+    kind, _, text = exc.partition(":")
+    url = ("rediss" if tls else "redis") + "://app:pw-Secret9@127.0.0.1:6390/3"
+    line = explain(getattr(rx, kind)(text), _target(url), 2.0, stage="connect")
+    assert expected in line
+    assert "127.0.0.1:6390" in line and "pw-Secret9" not in line and "\n" not in line
+
+
+def test_error_line_masks_a_password_the_error_repeats():
+    import redis.exceptions as rx
+
+    from qdiag.probes.redis_queues import explain
+
+    line = explain(rx.ConnectionError("weird failure for app:pw-Secret9"), _target("redis://app:pw-Secret9@h:1/0"),
+                   1.0, stage="read")
+    assert "pw-Secret9" not in line and "***" in line
