@@ -26,7 +26,7 @@ from qdiag import probe as P
 from qdiag import targets as tg
 from qdiag.config import Settings
 from qdiag.context import ProbeContext
-from qdiag.probes import threads as threads_probe  # noqa: F401  (registers the probe)
+import qdiag.probes.threads  # noqa: F401  (registers the probe)
 from qdiag.probes import _threads_classify as tc
 from qdiag.runner import Runner
 

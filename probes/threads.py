@@ -1,0 +1,533 @@
+"""Thread dumps of the consumer processes: is the consumer stuck, busy, or waiting on something?
+
+Python processes are read with `py-spy dump --json`, Java processes with
+`jcmd <pid> Thread.print` (or `jstack`), two to five times over the window.  Every thread is classified (probes/_threads_classify.py); per process
+the probe reports counts per class, the most common stacks, hot functions,
+threads whose stack never moved, and deadlocks.
+
+py-spy's default (blocking) mode pauses the process for the few milliseconds a
+dump takes, so the stacks are consistent; `nonblocking = true` under
+[probes.threads] avoids the pause at the cost of possibly torn stacks.
+
+Options ([probes.threads]): dumps (2-5, default 3), nonblocking, max_processes
+(default 8), dump_timeout (py-spy, s), jcmd_timeout (s), java_locks (add -l:
+also list held java.util.concurrent locks; costs the JVM a heap walk), py_spy and
+jcmd (paths of the tools).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from qdiag.probe import NotApplicable, ProbeError, register
+
+from . import _threads_classify as tc
+
+DEFAULT_DUMPS = 3
+DEFAULT_MAX_PROCESSES = 8
+PYSPY_TIMEOUT_S = 5.0
+JCMD_TIMEOUT_S = 10.0
+MAX_SOURCE_BYTES = 4 << 20
+CMDLINE_CHARS = 200
+NONBLOCKING_NOTE = ("nonblocking: stacks were read without pausing the process and may be inconsistent "
+                    "(less accurate than the default blocking mode)")
+# Default broker ports, so a socket wait inside a broker client is matched to that broker's connection.
+DEFAULT_BROKER_PORTS = {"kafka": {9092}, "amqp": {5672, 5671}, "redis": {6379}}
+
+
+@register("threads", description="Classified thread dumps of consumer processes (py-spy, jcmd): on CPU, lock waits, "
+                                 "socket I/O, idle; stuck threads and deadlocks",
+          needs=(), timeout_s=20)
+def collect(ctx) -> dict:
+    import psutil
+
+    opts = _options(ctx)
+    targets, problems = _resolve_targets(ctx, psutil, opts["max_processes"])
+    if not targets and not problems:
+        raise NotApplicable("no consumer processes to dump: give --pid or --process")
+
+    out: dict = {
+        "mode": "nonblocking" if opts["nonblocking"] else "blocking",
+        "accuracy": NONBLOCKING_NOTE if opts["nonblocking"] else None,
+        "dumps_requested": opts["dumps"],
+        "processes": [],
+        "skipped_processes": problems.get("skipped", []),
+        "unmatched_patterns": problems.get("unmatched", []),
+    }
+    ctx.partial.update(out)
+    procs = [_Target(t, ctx, psutil, opts) for t in targets]
+    for pid in problems.get("missing", []):
+        dead = _Target({"pid": pid, "via": "--pid"}, ctx, psutil, opts)
+        dead.fail("no-process", f"pid {pid} does not exist")
+        procs.append(dead)
+
+    live = [p for p in procs if p.error is None]
+    if live:
+        workers = ThreadPoolExecutor(max_workers=min(4, len(live)), thread_name_prefix="qdiag-threads")
+        try:
+            def take():
+                now = [p for p in live if p.error is None and not p.gone]
+                for p in now:
+                    p.start_cpu()
+                list(workers.map(_dump_isolated, now))
+                ctx.partial["processes"] = [p.report() for p in procs]
+                return len(now)
+
+            ctx.sample(take, opts["dumps"])
+        finally:
+            workers.shutdown(wait=False)
+        for p in live:
+            p.finish()
+
+    out["processes"] = [p.report() for p in procs]
+    ctx.partial.update(out)
+    dumped = [p for p in procs if p.dumps]
+    if not dumped:
+        failures = [p for p in procs if p.error]
+        if failures and all(p.error_kind == "permission" for p in failures):
+            raise NotApplicable(failures[0].error)
+        first = failures[0].error if failures else "no dump was taken before the deadline"
+        raise ProbeError(first if len(procs) == 1 else f"{first} (and {len(procs) - 1} other process(es) failed)")
+    out["summary"] = _summary(out["processes"])
+    return out
+
+
+def _dump_isolated(target: "_Target") -> None:
+    # One process's surprise (an odd dump format, a psutil race) must not lose the others' dumps.
+    try:
+        target.dump()
+    except Exception as exc:  # noqa: BLE001
+        target._failed_dump("other", f"dumping pid {target.pid} failed: {type(exc).__name__}: {exc}")
+
+
+# --------------------------------------------------------------------------- options and targets
+
+
+def _options(ctx) -> dict:
+    o = ctx.options
+
+    def integer(key, default, low, high):
+        value = o.get(key, default)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ProbeError(f"[probes.threads] {key} = {value!r} is not a whole number; use e.g. {key} = {default}")
+        return max(low, min(high, value))
+
+    def number(key, default):
+        value = o.get(key, default)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+            raise ProbeError(f"[probes.threads] {key} = {value!r} is not a positive number; use e.g. {key} = {default}")
+        return float(value)
+
+    def flag(key):
+        value = o.get(key, False)
+        if not isinstance(value, bool):
+            raise ProbeError(f"[probes.threads] {key} = {value!r} is not true or false")
+        return value
+
+    nonblocking = flag("nonblocking")
+    return {
+        "dumps": integer("dumps", DEFAULT_DUMPS, 2, 5),
+        "max_processes": integer("max_processes", DEFAULT_MAX_PROCESSES, 1, 64),
+        "nonblocking": nonblocking,
+        "java_locks": flag("java_locks"),
+        "pyspy_timeout": number("dump_timeout", PYSPY_TIMEOUT_S),
+        "jcmd_timeout": number("jcmd_timeout", JCMD_TIMEOUT_S),
+        "py_spy": o.get("py_spy"),
+        "jcmd": o.get("jcmd"),
+    }
+
+
+def _own_family(psutil) -> set[int]:
+    """qdiag itself, its children (py-spy, jcmd) and its ancestors (`sudo qdiag --process worker`
+    has "worker" in its command line too)."""
+    family = {os.getpid()}
+    try:
+        me = psutil.Process()
+        family.update(c.pid for c in me.children(recursive=True))
+        family.update(p.pid for p in me.parents())
+    except psutil.Error:
+        pass
+    return family
+
+
+def _resolve_targets(ctx, psutil, cap: int) -> tuple[list[dict], dict]:
+    chosen: dict[int, dict] = {}
+    missing = []
+    for pid in ctx.targets.pids:
+        if psutil.pid_exists(pid):
+            chosen.setdefault(pid, {"pid": pid, "via": "--pid"})
+        else:
+            missing.append(pid)
+    unmatched = []
+    patterns = [(p, re.compile(p)) for p in ctx.targets.process_patterns]
+    if patterns:
+        family = _own_family(psutil)
+        hits = {p: [] for p, _ in patterns}
+        for proc in psutil.process_iter(["pid", "cmdline"]):
+            cmdline = proc.info.get("cmdline") or []
+            if not cmdline or proc.info["pid"] in family:  # kernel threads have no command line
+                continue
+            joined = " ".join(cmdline)
+            for text, rx in patterns:
+                if rx.search(joined):
+                    hits[text].append(proc.info["pid"])
+        for text, _ in patterns:
+            if not hits[text]:
+                unmatched.append(text)
+            for pid in sorted(hits[text]):
+                chosen.setdefault(pid, {"pid": pid, "via": f"--process {text}"})
+    for item in ctx.discovered or []:
+        pid = item.get("pid")
+        if isinstance(pid, int) and pid > 0:
+            via = " ".join(str(x) for x in (item.get("via"), item.get("subject")) if x) or "discovered"
+            chosen.setdefault(pid, {"pid": pid, "via": f"discovered: {via}"})
+    targets = list(chosen.values())
+    problems: dict = {}
+    if len(targets) > cap:
+        problems["skipped"] = [t["pid"] for t in targets[cap:]]
+        targets = targets[:cap]
+    if missing:
+        problems["missing"] = missing
+    if unmatched:
+        problems["unmatched"] = unmatched
+        if not targets and not missing:
+            raise ProbeError(f"no running process matches --process {' / '.join(unmatched)}; "
+                             "check the pattern against `ps -eo pid,args` (it is a regular expression)")
+    return targets, problems
+
+
+# --------------------------------------------------------------------------- one process
+
+
+def _runtime(pid: int, proc, proc_root: str) -> str | None:
+    names = []
+    for getter in (lambda: proc.exe(), lambda: proc.name(), lambda: (proc.cmdline() or [""])[0]):
+        try:
+            value = getter()
+        except Exception:
+            continue
+        if value:
+            names.append(os.path.basename(value).lower())
+    for name in names:
+        if re.match(r"^python(\d+(\.\d+)?)?[dmt]*$", name) or name.startswith("python3"):
+            return "python"
+        if name in ("java", "javaw"):
+            return "java"
+    # Embedded interpreters (uWSGI, PyInstaller bundles, custom launchers) show in the mapped libraries.
+    try:
+        with open(f"{proc_root}/{pid}/maps", "rb") as fh:
+            maps = fh.read(MAX_SOURCE_BYTES)
+    except OSError:
+        return None
+    if b"/libjvm.so" in maps:
+        return "java"
+    if re.search(rb"/libpython\d", maps):
+        return "python"
+    return None
+
+
+def _find_tool(configured, name: str, *extra_dirs: str) -> str | None:
+    if configured:
+        return str(configured) if os.access(str(configured), os.X_OK) else None
+    for d in extra_dirs:
+        if d:
+            candidate = os.path.join(d, name)
+            if os.access(candidate, os.X_OK):
+                return candidate
+    return shutil.which(name)
+
+
+class _SourceLines:
+    """Source lines of a target's files, read through /proc/<pid>/root so a process in
+    another mount namespace (a container) is read from its own filesystem."""
+
+    def __init__(self, pid: int, proc_root: str):
+        self.prefix = f"{proc_root}/{pid}/root"
+        self.cache: dict[str, list[str] | None] = {}
+
+    def __call__(self, filename: str, line: int) -> str | None:
+        if filename not in self.cache:
+            self.cache[filename] = self._read(filename)
+        lines = self.cache[filename]
+        if lines is None or not 0 < line <= len(lines):
+            return None
+        return lines[line - 1]
+
+    def _read(self, filename: str) -> list[str] | None:
+        if not filename.startswith("/"):
+            return None
+        for path in (self.prefix + filename, filename):
+            try:
+                with open(path, "rb") as fh:
+                    data = fh.read(MAX_SOURCE_BYTES)
+            except OSError:
+                continue
+            return data.decode("utf-8", errors="replace").splitlines()
+        return None
+
+
+class _Target:
+    def __init__(self, target: dict, ctx, psutil, opts: dict):
+        self.pid = target["pid"]
+        self.via = target["via"]
+        self.ctx = ctx
+        self.psutil = psutil
+        self.opts = opts
+        self.dumps: list[dict] = []
+        self.jvm_deadlocks: list[dict] = []
+        self.error: str | None = None
+        self.error_kind: str | None = None
+        self.notes: list[str] = []
+        self.gone = False
+        self.name = self.cmdline = self.runtime = self.user = None
+        self.cpu_start = self.cpu_end = None
+        self.connections: list[dict] = []
+        self.proc = None
+        self.lines = _SourceLines(self.pid, ctx.paths.proc)
+        try:
+            self.proc = psutil.Process(self.pid)
+            with self.proc.oneshot():
+                self.name = self.proc.name()
+                cmd = self.proc.cmdline()
+                self.cmdline = " ".join(cmd)[:CMDLINE_CHARS] if cmd else None
+                try:
+                    self.user = self.proc.username()
+                except (psutil.Error, KeyError):
+                    pass
+            self.runtime = _runtime(self.pid, self.proc, ctx.paths.proc)
+        except psutil.NoSuchProcess:
+            self.fail("no-process", f"pid {self.pid} exited before it could be dumped")
+            return
+        except psutil.AccessDenied:
+            self.fail("permission", f"cannot read pid {self.pid}'s details (access denied): {tc.ATTACH_FIX}")
+            return
+        if self.runtime is None:
+            self.fail("unsupported", f"pid {self.pid} ({self.name or '?'}) is neither a Python nor a Java process; "
+                                     "thread dumps need one of those (py-spy for CPython, jcmd for a JVM)")
+        elif self.runtime == "python":
+            self.tool = _find_tool(opts["py_spy"], "py-spy", os.path.dirname(sys.executable))
+            if self.tool is None:
+                self.fail("tool", f"py-spy is not installed, needed to dump Python pid {self.pid}: pip install py-spy"
+                          + (f" (configured py_spy = {opts['py_spy']} is not executable)" if opts["py_spy"] else ""))
+        elif self.runtime == "java":
+            java_home = os.environ.get("JAVA_HOME")
+            jdk_bin = os.path.join(java_home, "bin") if java_home else None
+            self.tool = _find_tool(opts["jcmd"], "jcmd", jdk_bin) or _find_tool(None, "jstack", jdk_bin)
+            if self.tool is None:
+                self.fail("tool", f"no jcmd or jstack on this machine to dump Java pid {self.pid}: install a JDK "
+                                  "(e.g. openjdk-17-jdk-headless) or run jcmd inside the process's container")
+
+    def fail(self, kind: str, message: str) -> None:
+        self.error_kind, self.error = kind, message
+
+    # CPU per OS thread, as a delta over the dumps (the counters are cumulative).
+    def _cpu(self):
+        try:
+            threads = self.proc.threads()
+            total = self.proc.cpu_times()
+        except Exception:
+            return None
+        return self.ctx.clock(), {t.id: t.user_time + t.system_time for t in threads}, total.user + total.system
+
+    def start_cpu(self) -> None:
+        if self.cpu_start is None and self.proc is not None:
+            self.cpu_start = self._cpu()
+
+    def finish(self) -> None:
+        if self.error is None and not self.dumps:
+            self.fail("timeout", f"no dump of pid {self.pid} was taken before the probe's deadline")
+        if self.proc is None or not self.dumps:
+            return
+        self.cpu_end = self._cpu()
+        try:
+            conns = (self.proc.net_connections(kind="tcp") if hasattr(self.proc, "net_connections")
+                     else self.proc.connections(kind="tcp"))
+        except Exception:
+            conns = []
+        listening = {c.laddr.port for c in conns if c.status == "LISTEN" and c.laddr}
+        self.connections = [{"raddr": _addr(c.raddr), "rport": c.raddr.port, "status": c.status,
+                             "inbound": bool(c.laddr) and c.laddr.port in listening}
+                            for c in conns if c.raddr]
+
+    def dump(self) -> None:
+        if self.error is not None or self.gone:
+            return
+        offset = self.ctx.clock() - self.ctx.window_start
+        if self.runtime == "python":
+            cmd = [self.tool, "dump", "--json", "--pid", str(self.pid)]
+            if self.opts["nonblocking"]:
+                cmd.append("--nonblocking")
+            timeout = self.ctx.io_timeout(self.opts["pyspy_timeout"])
+        else:
+            # -l also lists the java.util.concurrent locks each thread holds, but the JVM finds
+            # them by walking the heap at a safepoint: a pause on a big heap.  Off by default;
+            # the JVM's deadlock report covers those locks either way.
+            locks = ["-l"] if self.opts["java_locks"] else []
+            cmd = [self.tool, str(self.pid), "Thread.print", *locks] if self.tool.endswith("jcmd") \
+                else [self.tool, *locks, str(self.pid)]
+            timeout = self.ctx.io_timeout(self.opts["jcmd_timeout"])
+        tool = os.path.basename(self.tool)
+        try:
+            run = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL,
+                                 env={**os.environ, "RUST_BACKTRACE": "0"})
+        except subprocess.TimeoutExpired:
+            self._failed_dump("timeout", f"{tool} did not finish within {timeout:.1f}s on pid {self.pid}"
+                              + ("; a very large or stopped process: try nonblocking = true under [probes.threads]"
+                                 if self.runtime == "python" else "; the JVM may be unable to reach a safepoint"))
+            return
+        except OSError as exc:
+            self._failed_dump("tool", f"cannot run {self.tool}: {exc.strerror or exc}")
+            return
+        if self.runtime == "python":
+            self._take_python(run, offset)
+        else:
+            self._take_java(run, offset)
+
+    def _take_python(self, run, offset: float) -> None:
+        if run.returncode != 0 or not run.stdout.strip():
+            kind, message = tc.pyspy_error(run.stderr or run.stdout)
+            if kind == "permission":
+                why = tc.attach_denied_reason(euid=os.geteuid(), cap_eff_hex=_cap_eff(self.ctx.paths.proc),
+                                              ptrace_scope=_ptrace_scope(self.ctx.paths.proc))
+                message = (f"cannot attach to Python pid {self.pid} ({message}{'; ' + why if why else ''}): "
+                           f"{tc.ATTACH_FIX}")
+            elif kind == "not-python":
+                message = f"pid {self.pid} ({self.name}): py-spy cannot read it as CPython ({message})"
+            elif kind != "no-process":
+                message = f"py-spy failed on pid {self.pid}: {message}"
+            self._failed_dump(kind, message)
+            return
+        try:
+            threads = tc.parse_pyspy(run.stdout)
+        except ValueError as exc:
+            self._failed_dump("other", f"py-spy on pid {self.pid}: {exc}")
+            return
+        tc.classify_python_dump(threads, self.lines)
+        self.dumps.append({"offset_s": round(offset, 3), "threads": threads})
+
+    def _take_java(self, run, offset: float) -> None:
+        text = run.stdout
+        if run.returncode != 0 or "Full thread dump" not in text:
+            kind, message = tc.jcmd_error(text + "\n" + (run.stderr or ""))
+            tool = os.path.basename(self.tool)
+            if kind == "permission":
+                message = (f"{tool} cannot attach to JVM {self.pid} ({message}): run qdiag as root or as the JVM's "
+                           f"user{f' ({self.user})' if self.user else ''}")
+            elif kind == "not-java":
+                message = (f"{tool} cannot attach to JVM {self.pid} ({message}); it may run with "
+                           "-XX:+DisableAttachMechanism or in a container whose /tmp is not visible here")
+            elif kind != "no-process":
+                message = f"{tool} failed on JVM {self.pid}: {message}"
+            self._failed_dump(kind, message)
+            return
+        try:
+            parsed = tc.parse_thread_print(text)
+        except ValueError as exc:
+            self._failed_dump("other", f"{os.path.basename(self.tool)} on pid {self.pid}: {exc}")
+            return
+        tc.classify_java_dump(parsed)
+        self.jvm_deadlocks = parsed["deadlocks"]
+        self.dumps.append({"offset_s": round(offset, 3), "threads": parsed["threads"]})
+
+    def _failed_dump(self, kind: str, message: str) -> None:
+        gone = kind == "no-process" or (self.proc is not None and not self.proc.is_running())
+        if not self.dumps:
+            self.fail(kind, f"pid {self.pid} exited before it could be dumped" if gone and kind == "no-process"
+                      else message)
+            return
+        if gone:
+            self.gone = True
+            self.notes.append(f"the process exited after {len(self.dumps)} dump(s); the summary uses those")
+        else:
+            self.notes.append(f"dump {len(self.dumps) + 1} failed: {message}")
+
+    # ------------------------------------------------------------------ report
+
+    def _cpu_percent(self) -> tuple[dict, float | None]:
+        if not self.cpu_start or not self.cpu_end:
+            return {}, None
+        (t0, per0, total0), (t1, per1, total1) = self.cpu_start, self.cpu_end
+        span = t1 - t0
+        if span <= 0:
+            return {}, None
+        per = {tid: round(100.0 * max(0.0, per1[tid] - per0[tid]) / span, 1) for tid in per1 if tid in per0}
+        return per, round(100.0 * max(0.0, total1 - total0) / span, 1)
+
+    def report(self) -> dict:
+        doc = {
+            "pid": self.pid, "name": self.name, "cmdline": self.cmdline, "runtime": self.runtime, "via": self.via,
+            "tool": os.path.basename(self.tool) if getattr(self, "tool", None) else None,
+            "dumps": len(self.dumps), "dump_offsets_s": [d["offset_s"] for d in self.dumps],
+            "error": self.error, "notes": list(self.notes),
+        }
+        if not self.dumps:
+            return doc
+        per_thread, process_cpu = self._cpu_percent()
+        doc["cpu_percent"] = process_cpu
+        broker_ports = _broker_ports(self.ctx.targets)
+
+        def peer(thread):
+            return tc.pick_peer(self.connections, client=thread["verdict"].get("client"), broker_ports=broker_ports)
+
+        summary = tc.summarise(self.dumps, runtime=self.runtime, cpu_percent=per_thread, peers=peer,
+                               jvm_deadlocks=self.jvm_deadlocks)
+        doc.update(summary)
+        if self.runtime == "java":
+            doc["jvm_internal_threads"] = sum(1 for t in self.dumps[-1]["threads"] if t.get("internal"))
+        if len(self.dumps) < 2:
+            doc["notes"].append("only one dump: stuck threads and deadlocks need two or more")
+        return doc
+
+
+def _addr(a) -> str:
+    return f"[{a.ip}]:{a.port}" if ":" in a.ip else f"{a.ip}:{a.port}"
+
+
+def _broker_ports(targets) -> dict[str, set[int]]:
+    ports = {k: set(v) for k, v in DEFAULT_BROKER_PORTS.items()}
+    if targets.kafka:
+        ports["kafka"] |= {int(hp.rsplit(":", 1)[1]) for hp in targets.kafka.bootstrap}
+    if targets.rabbitmq and not targets.rabbitmq.is_management:
+        ports["amqp"].add(targets.rabbitmq.port)
+    if targets.redis:
+        ports["redis"].add(targets.redis.port)
+    return ports
+
+
+def _cap_eff(proc_root: str) -> str | None:
+    try:
+        for line in Path(f"{proc_root}/self/status").read_text().splitlines():
+            if line.startswith("CapEff:"):
+                return line.split()[1]
+    except OSError:
+        pass
+    return None
+
+
+def _ptrace_scope(proc_root: str) -> int | None:
+    try:
+        return int(Path(f"{proc_root}/sys/kernel/yama/ptrace_scope").read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def _summary(reports: list[dict]) -> dict:
+    by_class = {c: 0 for c in tc.CLASSES}
+    deadlocks, stuck = [], 0
+    for rep in reports:
+        if not rep["dumps"]:
+            continue
+        for c, n in rep["counts"].items():
+            by_class[c] += n
+        if rep.get("deadlock"):
+            deadlocks.append(rep["pid"])
+        stuck += len(rep.get("stuck") or [])
+    return {"processes": len(reports), "dumped": sum(1 for r in reports if r["dumps"]),
+            "failed": sum(1 for r in reports if not r["dumps"]), "threads_by_class": by_class,
+            "deadlocked_pids": deadlocks, "stuck_threads": stuck}
