@@ -22,6 +22,7 @@ from typing import Callable
 
 from qdiag import __version__
 from qdiag.context import DeadlineReached, ProbeContext
+from qdiag import target_processes
 from qdiag.probe import NotApplicable, ProbeError, register
 from qdiag.redact import Redactor
 
@@ -225,44 +226,12 @@ def take_sample(ep: Endpoint, timeout: float, tls: ssl.SSLContext | None,
 
 # ---------------------------------------------------------------- discovery
 
-def _own_pids() -> set[int]:
-    """qdiag itself and its ancestors (sudo, a shell): their command lines
-    contain the --process pattern too."""
-    import psutil
-
-    mine = {os.getpid()}
-    try:
-        mine.update(p.pid for p in psutil.Process().parents())
-    except psutil.Error:
-        pass
-    return mine
-
-
 def target_pids(ctx: ProbeContext) -> tuple[dict[int, str], list[str]]:
     """{pid: how it became a target} from --pid, --process and broker-side discovery."""
-    import psutil
-
-    found: dict[int, str] = {}
-    notes: list[str] = []
-    for pid in ctx.targets.pids:
-        found.setdefault(int(pid), "--pid")
-    if ctx.targets.process_patterns:
-        patterns = [re.compile(p) for p in ctx.targets.process_patterns]
-        mine = _own_pids()
-        for proc in psutil.process_iter(["pid", "name", "cmdline"]):
-            info = proc.info
-            if info["pid"] in mine:
-                continue
-            text = " ".join(info.get("cmdline") or []) or (info.get("name") or "")
-            for pattern, raw in zip(patterns, ctx.targets.process_patterns):
-                if pattern.search(text):
-                    found.setdefault(info["pid"], f"--process {raw}")
-                    break
-    for item in ctx.discovered:
-        pid = item.get("pid") if isinstance(item, dict) else None
-        if isinstance(pid, int):
-            found.setdefault(pid, f"discovered via {item.get('via') or 'broker'}")
-    return found, notes
+    selection = target_processes.select(ctx.targets, ctx.discovered)
+    notes = list(selection.notes)
+    notes += [f"pid {pid} (--pid) no longer exists: its connections were not read" for pid in selection.missing]
+    return {pid: selection.how(pid) for pid in selection.targets}, notes
 
 
 def _host_port(value: str) -> tuple[str, int] | None:

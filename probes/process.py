@@ -19,6 +19,7 @@ from typing import Any
 
 import psutil
 
+from qdiag import target_processes
 from qdiag.probe import NotApplicable, register
 
 CMDLINE_MAX_CHARS = 500
@@ -448,51 +449,17 @@ def _process_table() -> dict[int, dict]:
     return table
 
 
-def _select_targets(ctx, own: set[int], notes: list[str]) -> dict[int, dict]:
-    targets: dict[int, dict] = {}
-
-    def add(pid: int, why: str) -> dict:
-        rec = targets.setdefault(pid, {"pid": pid, "selected_by": []})
-        if why not in rec["selected_by"]:
-            rec["selected_by"].append(why)
-        return rec
-
-    for pid in ctx.targets.pids:
-        add(pid, "--pid")
-    for item in ctx.discovered:
-        try:
-            pid = int(item.get("pid"))
-        except (TypeError, ValueError):
-            continue
-        rec = add(pid, "discovered")
-        rec.setdefault("via", item.get("via"))
-        rec.setdefault("subject", item.get("subject"))
-
-    patterns = ctx.targets.process_patterns
-    if patterns:
-        compiled = [(p, re.compile(p)) for p in patterns]
-        table = {}
-        for proc in psutil.process_iter(["ppid", "cmdline", "cpu_times"], ad_value=None):
-            table[proc.pid] = proc.info
-        own = own | _descendants({pid: i["ppid"] for pid, i in table.items()}, os.getpid())
-        limit = ctx.options.get("max_targets", MAX_TARGETS)
-        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
-            notes.append(f"[probes.process] max_targets {limit!r} is not a positive whole number; used {MAX_TARGETS}")
-            limit = MAX_TARGETS
-        for pattern, regex in compiled:
-            matches = [pid for pid, info in table.items()
-                       if pid not in own and info["cmdline"] and regex.search(" ".join(info["cmdline"]))]
-            if not matches:
-                notes.append(f"--process '{pattern}' matched no running process")
-                continue
-            if len(matches) > limit:
-                # Cumulative CPU is used only to choose, never reported.
-                matches.sort(key=lambda pid: -(_cpu_seconds(table[pid]["cpu_times"]) or 0.0))
-                notes.append(f"--process '{pattern}' matched {len(matches)} processes; "
-                             f"kept the {limit} with the most CPU time (raise [probes.process] max_targets)")
-                matches = matches[:limit]
-            for pid in sorted(matches):
-                add(pid, f"--process {pattern}")
+def _select_targets(ctx, notes: list[str]) -> dict[int, dict]:
+    limit = ctx.options.get("max_targets", MAX_TARGETS)
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+        notes.append(f"[probes.process] max_targets {limit!r} is not a positive whole number; used {MAX_TARGETS}")
+        limit = MAX_TARGETS
+    selection = target_processes.select(ctx.targets, ctx.discovered, max_per_pattern=limit)
+    notes.extend(f"{note} (raise [probes.process] max_targets)" for note in selection.notes)
+    notes.extend(f"--process '{pattern}' matched no running process" for pattern in selection.unmatched)
+    targets = selection.targets
+    for pid in selection.missing:  # reported as gone, not dropped: the user asked for it
+        targets[pid] = {"pid": pid, "selected_by": ["--pid"]}
     return targets
 
 
@@ -697,8 +664,8 @@ def collect(ctx) -> dict:
     ncpu = psutil.cpu_count() or 1
     window_start_wall = ctx.wall_clock() - (ctx.clock() - ctx.window_start)
     notes: list[str] = []
-    own = {os.getpid()}
-    targets = _select_targets(ctx, own, notes)
+    own = target_processes.own_family()
+    targets = _select_targets(ctx, notes)
     for pid, rec in targets.items():
         if not psutil.pid_exists(pid):
             rec.update(gone=True, error=f"no process with pid {pid}")

@@ -25,6 +25,7 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from qdiag import target_processes
 from qdiag.probe import NotApplicable, ProbeError, register
 
 from . import _threads_classify as tc
@@ -143,61 +144,19 @@ def _options(ctx) -> dict:
     }
 
 
-def _own_family(psutil) -> set[int]:
-    """qdiag itself, its children (py-spy, jcmd) and its ancestors (`sudo qdiag --process worker`
-    has "worker" in its command line too)."""
-    family = {os.getpid()}
-    try:
-        me = psutil.Process()
-        family.update(c.pid for c in me.children(recursive=True))
-        family.update(p.pid for p in me.parents())
-    except psutil.Error:
-        pass
-    return family
-
-
 def _resolve_targets(ctx, psutil, cap: int) -> tuple[list[dict], dict]:
-    chosen: dict[int, dict] = {}
-    missing = []
-    for pid in ctx.targets.pids:
-        if psutil.pid_exists(pid):
-            chosen.setdefault(pid, {"pid": pid, "via": "--pid"})
-        else:
-            missing.append(pid)
-    unmatched = []
-    patterns = [(p, re.compile(p)) for p in ctx.targets.process_patterns]
-    if patterns:
-        family = _own_family(psutil)
-        hits = {p: [] for p, _ in patterns}
-        for proc in psutil.process_iter(["pid", "cmdline"]):
-            cmdline = proc.info.get("cmdline") or []
-            if not cmdline or proc.info["pid"] in family:  # kernel threads have no command line
-                continue
-            joined = " ".join(cmdline)
-            for text, rx in patterns:
-                if rx.search(joined):
-                    hits[text].append(proc.info["pid"])
-        for text, _ in patterns:
-            if not hits[text]:
-                unmatched.append(text)
-            for pid in sorted(hits[text]):
-                chosen.setdefault(pid, {"pid": pid, "via": f"--process {text}"})
-    for item in ctx.discovered or []:
-        pid = item.get("pid")
-        if isinstance(pid, int) and pid > 0:
-            via = " ".join(str(x) for x in (item.get("via"), item.get("subject")) if x) or "discovered"
-            chosen.setdefault(pid, {"pid": pid, "via": f"discovered: {via}"})
-    targets = list(chosen.values())
+    selection = target_processes.select(ctx.targets, ctx.discovered)
+    targets = [{"pid": pid, "via": selection.how(pid)} for pid in selection.targets]
     problems: dict = {}
     if len(targets) > cap:
         problems["skipped"] = [t["pid"] for t in targets[cap:]]
         targets = targets[:cap]
-    if missing:
-        problems["missing"] = missing
-    if unmatched:
-        problems["unmatched"] = unmatched
-        if not targets and not missing:
-            raise ProbeError(f"no running process matches --process {' / '.join(unmatched)}; "
+    if selection.missing:
+        problems["missing"] = selection.missing
+    if selection.unmatched:
+        problems["unmatched"] = selection.unmatched
+        if not targets and not selection.missing:
+            raise ProbeError(f"no running process matches --process {' / '.join(selection.unmatched)}; "
                              "check the pattern against `ps -eo pid,args` (it is a regular expression)")
     return targets, problems
 

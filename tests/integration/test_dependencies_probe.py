@@ -2,13 +2,16 @@
 
 import http.server
 import json
+import os
 import shutil
+import signal
 import socket
 import ssl
 import subprocess
 import sys
 import threading
 import time
+import types
 import uuid
 
 import pytest
@@ -243,22 +246,37 @@ time.sleep(120)
 """
 
 
+# Starts the child in its own session and exits, so the child is not qdiag's
+# descendant: process selection leaves qdiag's own family out, and in these
+# tests pytest is qdiag.
+_LAUNCHER = """import subprocess, sys
+child = subprocess.Popen(sys.argv[1:], start_new_session=True)
+print("pid", child.pid, flush=True)
+"""
+
+
 @pytest.fixture
 def child_with_connections(listener):
     dep_port, broker_port = listener(), listener()
     marker = f"qdiag-dep-test-{uuid.uuid4().hex[:8]}"
-    child = subprocess.Popen([sys.executable, "-c", _CHILD, str(dep_port), str(broker_port), marker],
-                             stdout=subprocess.PIPE, text=True)
+    launcher = subprocess.Popen([sys.executable, "-c", _LAUNCHER, sys.executable, "-c", _CHILD, str(dep_port),
+                                 str(broker_port), marker], stdout=subprocess.PIPE, text=True)
+    lines = [launcher.stdout.readline().strip(), launcher.stdout.readline().strip()]
+    launcher.wait(10)
+    pid = int(next(line for line in lines if line.startswith("pid ")).split()[1])
+    own_port = int(next(line for line in lines if not line.startswith("pid ")))
+    child = types.SimpleNamespace(pid=pid)
     try:
-        own_port = int(child.stdout.readline())
         # A client of the child's own listener: an inbound connection, not a dependency.
         inbound = socket.create_connection(("127.0.0.1", own_port))
         yield child, dep_port, broker_port, marker
         inbound.close()
     finally:
-        child.kill()
-        child.wait(5)
-        child.stdout.close()
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        launcher.stdout.close()
 
 
 def test_discovers_what_a_target_process_is_connected_to(child_with_connections):
