@@ -10,7 +10,7 @@ from qdiag import target_processes
 from qdiag.targets import Targets
 
 LAUNCHER = """import subprocess, sys
-child = subprocess.Popen(sys.argv[1:], start_new_session=True, stdout=subprocess.DEVNULL)
+child = subprocess.Popen(sys.argv[1:], start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 print(child.pid, flush=True)
 """
 
