@@ -61,6 +61,10 @@ class Redactor:
         # Longest first, so a secret that contains another is masked whole.
         self._secrets = sorted({s for s in (secrets or set()) if s and len(s) >= 3}, key=len, reverse=True)
 
+    @staticmethod
+    def is_secret_key(key: str) -> bool:
+        return bool(_SECRET_KEY.search(key))
+
     def text(self, value: str) -> str:
         for secret in self._secrets:
             if secret in value:

@@ -85,7 +85,17 @@ def collect(settings: Settings, argv: list[str], *, progress: bool | None = None
         discovered=discovered,
     )
     # Redaction happens once, here, before anything is written or printed.
-    return Redactor(settings.targets.secrets())(doc)
+    return Redactor(secrets_of(settings))(doc)
+
+
+def secrets_of(settings: Settings) -> set[str]:
+    """Passwords in target URLs, and secret-looking values of [probes.NAME] options (sasl_password, ...)."""
+    found = set(settings.targets.secrets())
+    for options in settings.probe_options.values():
+        for key, value in options.items():
+            if isinstance(value, str) and value and Redactor.is_secret_key(key):
+                found.add(value)
+    return found
 
 
 def anything_probed(doc: dict) -> bool:

@@ -31,3 +31,12 @@ def test_key_value_and_authorization_forms():
     for secret in ("hunter2", "swordfish", "abc.def", "k123"):
         assert secret not in out
     assert '"user": "bob"' in out and '"password": "***"' in out
+
+
+def test_probe_option_secrets_are_collected(tmp_path):
+    from qdiag.commands.collect import secrets_of
+    from qdiag.config import resolve
+
+    (tmp_path / "qdiag.toml").write_text('[probes.kafka]\nsasl_password = "kafka-pw-123"\nclient_id = "qdiag"\n')
+    settings = resolve({"redis": "redis://:redis-pw@h:6379/0"}, env={}, cwd=tmp_path)
+    assert secrets_of(settings) == {"kafka-pw-123", "redis-pw"}
