@@ -10,7 +10,7 @@ from typing import Iterable
 import psutil
 
 
-def _norm_ip(ip: str) -> str:
+def norm_ip(ip: str) -> str:
     """'::ffff:127.0.0.1' -> '127.0.0.1'; '/127.0.0.1' (Kafka's member host) -> '127.0.0.1'."""
     ip = ip.strip().lstrip("/").strip("[]")
     try:
@@ -32,10 +32,10 @@ def _established() -> list:
 def pids_by_local_address(addresses: Iterable[tuple[str, int]]) -> dict[tuple[str, int], int]:
     """Map client addresses seen by a broker (ip, port) to the local pid whose
     socket has that local address.  Addresses not owned here are left out."""
-    wanted = {(_norm_ip(ip), int(port)) for ip, port in addresses}
+    wanted = {(norm_ip(ip), int(port)) for ip, port in addresses}
     found: dict[tuple[str, int], int] = {}
     for conn in _established():
-        key = (_norm_ip(conn.laddr.ip), conn.laddr.port)
+        key = (norm_ip(conn.laddr.ip), conn.laddr.port)
         if key in wanted and conn.pid:
             found[key] = conn.pid
     return found
@@ -44,11 +44,11 @@ def pids_by_local_address(addresses: Iterable[tuple[str, int]]) -> dict[tuple[st
 def pids_connected_to(host_ips: Iterable[str], port: int, *, client_ip: str | None = None) -> set[int]:
     """Local pids with an established connection to one of `host_ips`:`port`
     (optionally only from `client_ip`)."""
-    targets = {_norm_ip(h) for h in host_ips}
-    client = _norm_ip(client_ip) if client_ip else None
+    targets = {norm_ip(h) for h in host_ips}
+    client = norm_ip(client_ip) if client_ip else None
     pids = set()
     for conn in _established():
-        if conn.pid and conn.raddr.port == port and _norm_ip(conn.raddr.ip) in targets:
-            if client is None or _norm_ip(conn.laddr.ip) == client:
+        if conn.pid and conn.raddr.port == port and norm_ip(conn.raddr.ip) in targets:
+            if client is None or norm_ip(conn.laddr.ip) == client:
                 pids.add(conn.pid)
     return pids
