@@ -23,6 +23,7 @@ from typing import Callable
 from qdiag import __version__
 from qdiag.context import DeadlineReached, ProbeContext
 from qdiag import target_processes
+from qdiag.localsockets import norm_ip
 from qdiag.probe import NotApplicable, ProbeError, register
 from qdiag.redact import Redactor
 
@@ -48,22 +49,9 @@ SUMMARY_RESERVE_S = 0.25
 _AMQP_PORTS = (5672, 5671)
 
 
-def _norm_ip(ip: str) -> str:
-    ip = ip.strip().strip("[]")
-    if "%" in ip:  # fe80::1%eth0
-        ip = ip.split("%", 1)[0]
-    try:
-        addr = ipaddress.ip_address(ip)
-    except ValueError:
-        return ip
-    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped:
-        return str(addr.ipv4_mapped)
-    return str(addr)
-
-
 def _is_loopback(ip: str) -> bool:
     try:
-        return ipaddress.ip_address(_norm_ip(ip)).is_loopback
+        return ipaddress.ip_address(norm_ip(ip)).is_loopback
     except ValueError:
         return False
 
@@ -159,7 +147,7 @@ def take_sample(ep: Endpoint, timeout: float, tls: ssl.SSLContext | None,
                     raise
                 continue
             sock = candidate
-            sample["address"] = _norm_ip(sockaddr[0])
+            sample["address"] = norm_ip(sockaddr[0])
             break
         if sock is None:
             raise last_exc or OSError(f"no address for {ep.host}")
@@ -265,9 +253,9 @@ def broker_addresses(ctx: ProbeContext) -> list[tuple[str, int]]:
 
 
 def _ips_of(host: str, port: int, timeout: float) -> set[str]:
-    ips = {_norm_ip(host)}
+    ips = {norm_ip(host)}
     try:
-        ips.update(_norm_ip(info[4][0]) for info in resolve(host, port, timeout))
+        ips.update(norm_ip(info[4][0]) for info in resolve(host, port, timeout))
     except (OSError, TimeoutError):
         pass  # an unresolvable broker name only loses its exclusion
     return ips
@@ -295,16 +283,16 @@ def outbound_peers(conns: list) -> list[tuple[str, int]]:
     is a client, not a dependency) and connections to itself over loopback."""
     import psutil
 
-    listening = {(_norm_ip(c.laddr.ip), c.laddr.port) for c in conns if c.status == psutil.CONN_LISTEN and c.laddr}
+    listening = {(norm_ip(c.laddr.ip), c.laddr.port) for c in conns if c.status == psutil.CONN_LISTEN and c.laddr}
     listen_ports = {port for _, port in listening}
-    own_ends = {(_norm_ip(c.laddr.ip), c.laddr.port) for c in conns if c.laddr}
+    own_ends = {(norm_ip(c.laddr.ip), c.laddr.port) for c in conns if c.laddr}
     peers = []
     for c in conns:
         if c.status != psutil.CONN_ESTABLISHED or not c.raddr or not c.laddr:
             continue
         if c.laddr.port in listen_ports:
             continue  # inbound
-        peer = (_norm_ip(c.raddr.ip), c.raddr.port)
+        peer = (norm_ip(c.raddr.ip), c.raddr.port)
         if peer in own_ends or (_is_loopback(peer[0]) and peer[1] in listen_ports):
             continue  # the process talking to itself
         peers.append(peer)

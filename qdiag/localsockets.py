@@ -13,6 +13,8 @@ import psutil
 def norm_ip(ip: str) -> str:
     """'::ffff:127.0.0.1' -> '127.0.0.1'; '/127.0.0.1' (Kafka's member host) -> '127.0.0.1'."""
     ip = ip.strip().lstrip("/").strip("[]")
+    if "%" in ip:  # fe80::1%eth0
+        ip = ip.split("%", 1)[0]
     try:
         addr = ipaddress.ip_address(ip)
     except ValueError:
