@@ -20,7 +20,6 @@ from typing import Any, Callable
 from qdiag.probe import NotApplicable, ProbeError, register
 
 from . import _host_parse as hp
-from ._host_parse import cgroup_delta, cgroup_stats  # noqa: F401  (shared with the process probe)
 
 DEFAULT_SAMPLES = 3
 DEFAULT_KMSG_MAX_BYTES = 2 * 1024 * 1024

@@ -4,8 +4,6 @@ and the run always finishes within its global deadline."""
 import threading
 import time
 
-import pytest
-
 from qdiag import probe as P
 from qdiag.config import resolve
 from qdiag.runner import Runner, effective_timeout
