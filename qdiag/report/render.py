@@ -100,6 +100,15 @@ def render_text(report: dict, out: TextIO, *, color: bool, width: int | None = N
     from rich.table import Table
     from rich.text import Text
 
+    def bullets(items, mark="•", style=""):
+        # A grid keeps wrapped lines indented under their bullet.
+        grid = Table.grid(padding=(0, 1))
+        grid.add_column(width=len(mark) + 1, justify="right")
+        grid.add_column(ratio=1)
+        for item in items:
+            grid.add_row(mark, Text(item, style=style))
+        return grid
+
     console = Console(file=out, force_terminal=color, no_color=not color, width=width or (None if color else 100),
                       highlight=False, soft_wrap=False)
     verdict = report["verdict"]
@@ -112,17 +121,20 @@ def render_text(report: dict, out: TextIO, *, color: bool, width: int | None = N
         console.print(Text("Possible root causes (best first)", style="bold"))
         for rank, cause in enumerate(report["root_causes"], 1):
             body = [Text(cause["title"])]
+            if cause.get("explained_by"):
+                body.append(Text("Ranked below " + ", ".join(cause["explained_by"]) + ", which would explain it.",
+                                 style="dim"))
             body.append(Text("Evidence (measured):", style="bold"))
-            body += [Text(f"  • {e}") for e in cause["evidence"]]
+            body.append(bullets(cause["evidence"]))
             if cause["mitigations"]["immediate"]:
                 body.append(Text("Do now:", style="bold"))
-                body += [Text(f"  • {m}") for m in cause["mitigations"]["immediate"]]
+                body.append(bullets(cause["mitigations"]["immediate"]))
             if cause["mitigations"]["long_term"]:
                 body.append(Text("Later:", style="bold"))
-                body += [Text(f"  • {m}") for m in cause["mitigations"]["long_term"]]
+                body.append(bullets(cause["mitigations"]["long_term"]))
             if cause.get("next_commands"):
                 body.append(Text("To confirm:", style="bold"))
-                body += [Text(f"  $ {c}", style="cyan") for c in cause["next_commands"]]
+                body.append(bullets(cause["next_commands"], mark="$", style="cyan"))
             title = Text.assemble(f"{rank}. ", (cause["id"], "bold"), f"  {cause['subject']}  ",
                                   (score_bar(cause["score"]), "red" if cause["score"] >= 0.7 else "yellow"),
                                   f" {cause['score']:.2f}  step {cause['step']}")
@@ -150,9 +162,9 @@ def render_text(report: dict, out: TextIO, *, color: bool, width: int | None = N
     console.print(Text("The six steps", style="bold"))
     for step in report["steps"]:
         console.print(Text.assemble(f"{step['number']}. ", (step["name"], "bold")))
-        for finding in step["findings"]:
-            console.print(f"   • {finding['text']}  [{finding['cause']}]", markup=False)
-        if not step["findings"]:
+        if step["findings"]:
+            console.print(bullets(f"{f['text']}  [{f['cause']}]" for f in step["findings"]))
+        else:
             console.print(Text(f"   {step.get('note', 'nothing found')}", style="dim"))
     console.print()
 
