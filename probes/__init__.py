@@ -8,6 +8,7 @@ so `qdiag --help` never pays for kafka-python, pika or redis.
 from importlib import import_module
 
 MODULES = (
+    "kafka",
     "redis_queues",
     "rabbitmq",
     "host",
