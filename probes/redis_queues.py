@@ -373,6 +373,11 @@ class _Run:
             out[key] = sorted(rp.text(m) for m in members)
         return out
 
+    def names_are_ours(self) -> bool:
+        """--queue names can only mean this Redis when it is the one broker the user named."""
+        t = self.ctx.targets
+        return t.kafka is None and t.rabbitmq is None and not t.redis.auto_detected
+
     def discover(self) -> dict[str, Any]:
         """Keys to look at.  No --queue: SCAN for everything.  Plain names:
         direct lookups, no SCAN.  Glob patterns (orders-*): SCAN, then keep
@@ -477,8 +482,17 @@ class _Run:
             if replies.get(("SISMEMBER", "queues", name)) == 1 and replies.get(("EXISTS", "processes")) == 1:
                 sidekiq_registered.setdefault("", set()).add(name)
                 hit = True
-            if not hit:
+            if not hit and (_is_glob(name) or not self.names_are_ours()):
                 missing.append(name)
+            elif not hit:
+                # Redis deletes a list when its last element is popped, so a
+                # drained queue and a mistyped name look the same: report the
+                # name as an empty list (depth 0) and say so, rather than fail
+                # the probe the moment a queue drains.
+                list_keys.append(name)
+                named_lists.append(name)
+                self.notes.append(f"no key '{name}' exists: reported as an empty list (Redis deletes empty lists); "
+                                  "check the name and the database number if jobs were expected")
         queues, _ = rp.recognise(list_keys, celery_queues=celery, rq_registered=rq_registered,
                                  sidekiq_registered=sidekiq_registered, named=named_lists)
         # A named list that also matches a layout pattern belongs to that layout;

@@ -692,11 +692,15 @@ def test_tls_against_a_plaintext_port(url):
     assert took < 6.5 + 5
 
 
-def test_named_queue_that_does_not_exist(url):
+def test_named_queue_that_does_not_exist_is_an_empty_list(url):
+    """Redis deletes drained lists: a missing name is reported as depth 0 with a note, not a failure."""
     missing = uid("qdt-nosuch")
     result, took = _run_via_runner(url.rsplit("/", 1)[0] + f"/{TEST_DB}", queues=(missing,))
-    assert result.status == P.ERROR and f"no queue named {missing}" in result.error
-    assert "database number" in result.error and took < 8.5
+    assert result.status == P.OK, result.error
+    [rec] = [q for q in result.observations["queues"] if q["name"] == missing]
+    assert rec["depth"] == 0 and rec["layout"] == "list"
+    assert any(f"no key '{missing}' exists" in n and "database number" in n for n in result.observations["notes"])
+    assert took < 8.5
 
 
 def test_missing_name_on_an_auto_detected_redis_is_a_note(url):
