@@ -269,6 +269,15 @@ def _pkeys(mapping: dict | None) -> dict[int, Any]:
     return {int(p): v for p, v in (mapping or {}).items()}
 
 
+def _pget(mapping: dict | None, partition: int) -> Any:
+    """One partition's value from a {partition: value} map whose keys may be
+    ints or (after a JSON round trip) strings; O(1), unlike rebuilding it."""
+    if not mapping:
+        return None
+    value = mapping.get(partition)
+    return mapping.get(str(partition)) if value is None else value
+
+
 def _owners(group: dict) -> tuple[dict[tuple[str, int], dict], bool]:
     """(topic, partition) -> member, and whether every member's assignment was readable."""
     owners: dict[tuple[str, int], dict] = {}
@@ -298,15 +307,15 @@ def _log_end_of(raw: dict, sample: dict, topic: str, p: int) -> tuple[int | None
     meta = (raw.get("topics") or {}).get(topic)
     if meta is None or meta.get("error"):
         return None, UNKNOWN_TOPIC if (meta is None or meta.get("error") == UNKNOWN_TOPIC) else UNAVAILABLE
-    parts = _pkeys(meta.get("partitions"))
-    if p not in parts:
+    part = _pget(meta.get("partitions"), p)
+    if part is None:
         return None, UNKNOWN_PARTITION
-    leader = parts[p].get("leader")
+    leader = part.get("leader")
     if leader is None or leader < 0:
         return None, NO_LEADER
     if topic in (sample.get("log_end_errors") or {}):
         return None, UNAVAILABLE
-    value = _pkeys((sample.get("log_end") or {}).get(topic)).get(p)
+    value = _pget((sample.get("log_end") or {}).get(topic), p)
     if value is None or value < 0:
         return None, UNAVAILABLE
     return value, OK
@@ -414,7 +423,7 @@ def _partition_row(raw, gid, group, topic, p, owners, complete, samples, log_sta
     end_points: list[tuple[float, int | None]] = []
     last = None
     for sample in samples:
-        raw_commit = _pkeys(((sample.get("committed") or {}).get(gid) or {}).get(topic)).get(p)
+        raw_commit = _pget(((sample.get("committed") or {}).get(gid) or {}).get(topic), p)
         committed, committed_state = committed_value(raw_commit)
         log_end, log_end_state = _log_end_of(raw, sample, topic, p)
         series.append((committed, log_end))
@@ -424,10 +433,10 @@ def _partition_row(raw, gid, group, topic, p, owners, complete, samples, log_sta
         last = (committed, committed_state, log_end, log_end_state)
     committed, committed_state, log_end, log_end_state = last or (None, NONE, None, UNAVAILABLE)
     lag, lag_state = partition_lag(committed, committed_state, log_end, log_end_state)
-    start = _pkeys(log_start.get(topic)).get(p)
+    start = _pget(log_start.get(topic), p)
     owner = owners.get((topic, p))
     owner_state = _owner_state(group, owner is not None, complete)
-    record = _closest_read(_pkeys(stamps.get(topic)).get(p), committed)
+    record = _closest_read(_pget(stamps.get(topic), p), committed)
     invisible = _invisible(record, committed)
     status, reason = evaluate_partition(series, allowed_lag=allowed_lag, owner_state=owner_state,
                                         invisible=invisible)
@@ -479,9 +488,9 @@ def _lag_trend(rows: list[dict], samples: list[dict], gid: str) -> tuple[str | N
             continue
         lags = []
         for sample in samples:
-            c = committed_value(_pkeys(((sample.get("committed") or {}).get(gid) or {}).get(row["topic"]))
-                                .get(row["partition"]))[0]
-            e = _pkeys((sample.get("log_end") or {}).get(row["topic"])).get(row["partition"])
+            c = committed_value(_pget(((sample.get("committed") or {}).get(gid) or {}).get(row["topic"]),
+                                      row["partition"]))[0]
+            e = _pget((sample.get("log_end") or {}).get(row["topic"]), row["partition"])
             if c is None or e is None or e < 0:
                 break
             lags.append(e - c)
@@ -571,7 +580,7 @@ def _unconsumed_topic_record(raw: dict, topic: str, samples: list[dict]) -> dict
     points: dict[int, list] = {}
     for sample in samples:
         for p in _pkeys(meta.get("partitions")):
-            value = _pkeys((sample.get("log_end") or {}).get(topic)).get(p)
+            value = _pget((sample.get("log_end") or {}).get(topic), p)
             points.setdefault(p, []).append((sample["t"], value))
     return {
         "system": "kafka", "name": topic, "group": None,

@@ -222,6 +222,7 @@ class _Admin:
         self.timeout = float(opts["request_timeout"])
         self.requests: Counter = Counter()
         self.bad_groups: dict[str, str] = {}
+        self._failed_offset_topics: dict[bool, dict[str, str]] = {}  # earliest? -> {topic: error}
         self.admin = None
         check = ctx.io_timeout(min(self.timeout, 3.0))
         try:  # bounded: the C resolver has no timeout of its own
@@ -420,7 +421,13 @@ class _Admin:
         carries an error, so a failed call is retried per topic to keep the rest.
         """
         out: dict[str, dict] = {}
-        errors: dict[str, str] = {}
+        # A topic that failed once (deleted, no leader) fails the whole batch
+        # again: leave it out of later samples instead of retrying topic by
+        # topic every time, which multiplies requests by the number of topics.
+        failed = self._failed_offset_topics.setdefault(earliest, {})
+        wanted = {t for t, _ in partitions}
+        errors: dict[str, str] = {t: e for t, e in failed.items() if t in wanted}
+        partitions = [(t, p) for t, p in partitions if t not in failed]
         if not partitions:
             return out, errors
         TopicPartition = self.kafka.TopicPartition
@@ -456,7 +463,7 @@ class _Admin:
                 except Exception as exc:
                     if _transport(exc):
                         raise self.fail(f"reading offsets ({what})", exc) from None
-                    errors[topic] = _first_line(exc)
+                    errors[topic] = failed[topic] = _first_line(exc)
         return out, errors
 
     def _consumer_offsets(self, partitions, earliest: bool) -> tuple[dict, dict]:

@@ -24,6 +24,10 @@ _AUTH_HEADER = re.compile(r"(?P<key>\bauthorization[\"']?\s*[:=]\s*[\"']?(?:basi
                           r"(?P<val>[^\s,;\"']+)", re.IGNORECASE)
 
 
+# Every pattern below needs one of these; a string without them cannot match.
+_MAY_HOLD_SECRET = re.compile(r"@|pass|pwd|secret|token|api.?key|credential|authorization", re.I)
+
+
 def scrub_pairs(text: str) -> str:
     """Mask the value of secret-looking key/value pairs, keeping their quotes."""
     def keep_quotes(m: re.Match) -> str:
@@ -69,6 +73,8 @@ class Redactor:
         for secret in self._secrets:
             if secret in value:
                 value = value.replace(secret, MASK)
+        if not _MAY_HOLD_SECRET.search(value):  # most strings: names, states; skip the four patterns
+            return value
         value = _URL_USERINFO.sub(lambda m: f"{m['scheme']}{m['user']}:{MASK}@", value)
         value = _ARG_SECRET.sub(lambda m: f"{m['key']}{m['sep']}{MASK}", value)
         return scrub_pairs(value)
