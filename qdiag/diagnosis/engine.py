@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from qdiag.diagnosis import expr, template
-from qdiag.diagnosis.facts import Subject, subjects
+from qdiag.diagnosis.facts import Subject, in_focus, queue_records, queue_subject, subjects
 from qdiag.diagnosis.playbook import Rule
 from qdiag.diagnosis.taxonomy import CAUSES, STEPS
 
@@ -17,11 +17,26 @@ SCORE_FLOOR = 0.3
 # being stuck, absent or slow looks like from the broker's side.
 EXPLAINED_BY = {
     "queue-limit-reached": ("consumers-absent", "consumer-stuck", "slow-consumer-logic", "slow-dependency",
-                            "dependency-failure", "cpu-saturation", "memory-pressure", "poison-message",
-                            "undersized-consumer-pool", "traffic-spike"),
-    "undersized-consumer-pool": ("cpu-saturation", "consumer-stuck", "slow-dependency", "slow-consumer-logic"),
+                            "dependency-failure", "cpu-saturation", "memory-pressure", "io-saturation",
+                            "network-saturation", "os-limit-reached", "poison-message", "undersized-consumer-pool",
+                            "traffic-spike", "partition-skew"),
+    # Too few consumers is only the answer when the ones there are healthy, have
+    # the resources they need, and the load is the usual one.
+    "undersized-consumer-pool": ("cpu-saturation", "consumer-stuck", "slow-dependency", "slow-consumer-logic",
+                                 "memory-pressure", "io-saturation", "network-saturation", "dependency-failure",
+                                 "poison-message", "os-limit-reached", "traffic-spike", "partition-skew"),
+    # Every message failing downstream (or in a consumer out of descriptors, or
+    # killed for memory) is redelivered too: from the queue's side that looks
+    # like poison, but no message is to blame.
+    "poison-message": ("dependency-failure", "os-limit-reached", "memory-pressure"),
+    # A consumer spinning through redeliveries of the same messages is busy on
+    # CPU because of them: the hot loop follows from the poison messages.
+    "slow-consumer-logic": ("poison-message",),
 }
 DEMOTION = 0.9
+# Subjects the user did not point at (queues a probe reported for context while
+# --queue/--group named others) rank after the ones named.
+OUT_OF_FOCUS = 0.5
 # Which probe feeds each kind of subject, to say why a step found nothing.
 KIND_PROBES = {"queue": ("kafka", "rabbitmq", "redis"), "host": ("host",), "process": ("process",),
                "threads": ("threads",), "dependency": ("dependencies",), "log": ("logs",),
@@ -74,16 +89,30 @@ def rank(hits: list[Hit]) -> list[dict[str, Any]]:
         miss = 1.0
         for hit in group:
             miss *= 1.0 - hit.rule.weight * hit.strength
-        scored.append({"id": cause, "subject": subject, "score": 1.0 - miss, "hits": group})
-    best = {}
+        score = 1.0 - miss
+        out_of_focus = all(hit.facts.get("focus") is False for hit in group)
+        if out_of_focus:
+            score *= OUT_OF_FOCUS
+        scored.append({"id": cause, "subject": subject, "score": score, "hits": group, "out_of_focus": out_of_focus})
+    undemoted = [(item["id"], item["score"], _queues_of(item)) for item in scored]
     for item in scored:
-        best[item["id"]] = max(best.get(item["id"], 0.0), item["score"])
-    for item in scored:
-        explainers = [best.get(c, 0.0) for c in EXPLAINED_BY.get(item["id"], ())]
-        top = max(explainers, default=0.0)
-        if top >= SCORE_FLOOR and item["score"] >= top * DEMOTION:
+        causes = EXPLAINED_BY.get(item["id"], ())
+        if not causes:
+            continue
+        # Only evidence that can concern this item's queue explains it: a stuck
+        # consumer of another queue says nothing about why this one is full.
+        mine = _queues_of(item)
+        best: dict[str, float] = {}
+        for cause, score, theirs in undemoted:
+            if cause in causes and (not mine or not theirs or mine & theirs):
+                best[cause] = max(best.get(cause, 0.0), score)
+        top = max(best.values(), default=0.0)
+        if top < SCORE_FLOOR:
+            continue
+        if item["score"] >= top * DEMOTION:
             item["score"] = top * DEMOTION
-            item["explained_by"] = [c for c in EXPLAINED_BY[item["id"]] if best.get(c, 0.0) == top]
+        # Said also when it already ranks below: the reader sees what it follows from.
+        item["explained_by"] = [c for c in causes if best.get(c, 0.0) == top]
     scored.sort(key=lambda i: (-round(i["score"], 6), CAUSES[i["id"]], i["id"], i["subject"]))
     out = []
     for item in scored:
@@ -101,7 +130,22 @@ def rank(hits: list[Hit]) -> list[dict[str, Any]]:
         }
         if item.get("explained_by"):
             cause["explained_by"] = item["explained_by"]
+        if item["out_of_focus"]:
+            cause["out_of_focus"] = True
         out.append(cause)
+    return out
+
+
+def _queues_of(item: dict) -> set[str]:
+    """The queues an item's evidence is about: the queue itself for queue rules,
+    the queue a process consumes for process and thread rules; empty when it
+    cannot be told (host, dependency, broker-wide evidence)."""
+    out = set()
+    for hit in item["hits"]:
+        if hit.rule.kind == "queue":
+            out.add(hit.facts.get("subject"))
+        elif isinstance(hit.facts.get("queue"), dict) and hit.facts["queue"].get("subject"):
+            out.add(hit.facts["queue"]["subject"])
     return out
 
 
@@ -172,6 +216,10 @@ def _why_nothing(number: int, statuses: dict) -> str:
 def verdict(snapshot: dict, queues: list[dict], causes: list[dict]) -> str:
     if not any(p.get("status") == "ok" for p in snapshot.get("probes", [])):
         return "unknown"
+    # The queues the user named decide the verdict; the others are context.
+    focus = {queue_subject(r): in_focus(r, snapshot) for r in queue_records(snapshot)}
+    queues = [q for q in queues if focus.get(q.get("subject"), True)]
+    causes = [c for c in causes if not c.get("out_of_focus")]
     backing = [q for q in queues if q.get("backing_up")]
     for q in queues:
         status = str(q.get("status") or "").lower()
