@@ -52,12 +52,21 @@ Playbooks = Annotated[Optional[List[str]], typer.Option("--playbook", help="Extr
 Baseline = Annotated[Optional[str], typer.Option("--baseline", help="Snapshot taken in normal times, to compare rates against.", rich_help_panel="Diagnosis")]
 
 
-def _settings(**flags):
+# Parameter names of the probing commands -> settings keys (qdiag/config.py).
+_PROBE_FLAGS = {"kafka": "kafka", "rabbitmq": "rabbitmq", "redis": "redis", "queue": "queues", "group": "groups",
+                "pid": "pids", "process": "processes", "dependency": "dependencies", "log": "logs",
+                "window": "window", "timeout": "timeout", "probe_timeout": "probe_timeout", "probe": "only_probes",
+                "no_probe": "skip_probes", "config": "config", "debug": "debug"}
+
+
+def _settings(params: dict):
+    """Settings from a probing command's parameters (its locals())."""
     from qdiag import config
 
-    if flags.get("debug"):
+    if params.get("debug"):
         _enable_debug()
-    flags["auto_detect"] = False if flags.pop("no_auto_detect", False) else None
+    flags = {key: params[name] for name, key in _PROBE_FLAGS.items()}
+    flags["auto_detect"] = False if params.get("no_auto_detect") else None
     return config.resolve(flags)
 
 
@@ -107,10 +116,7 @@ def investigate(
     """Probe everything and print the ranked root-cause report."""
     from qdiag.commands import investigate as cmd
 
-    settings = _settings(kafka=kafka, rabbitmq=rabbitmq, redis=redis, queues=queue, groups=group, pids=pid,
-                         processes=process, dependencies=dependency, logs=log, window=window, timeout=timeout,
-                         probe_timeout=probe_timeout, only_probes=probe, skip_probes=no_probe,
-                         no_auto_detect=no_auto_detect, config=config, debug=debug)
+    settings = _settings(locals())
     cmd.run(settings, _STATE["argv"], fmt=format, output=output, playbooks=playbook or [], baseline=baseline,
             save=save)
 
@@ -126,10 +132,7 @@ def snapshot(
     """Record everything observed into one gzip JSON file (mode 0600) to attach to a ticket."""
     from qdiag.commands import snapshot as cmd
 
-    settings = _settings(kafka=kafka, rabbitmq=rabbitmq, redis=redis, queues=queue, groups=group, pids=pid,
-                         processes=process, dependencies=dependency, logs=log, window=window, timeout=timeout,
-                         probe_timeout=probe_timeout, only_probes=probe, skip_probes=no_probe,
-                         no_auto_detect=no_auto_detect, config=config, debug=debug)
+    settings = _settings(locals())
     cmd.run(settings, _STATE["argv"], output=output)
 
 
@@ -174,10 +177,7 @@ def check(
     """Run the probes with thresholds: exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN."""
     from qdiag.commands import check as cmd
 
-    settings = _settings(kafka=kafka, rabbitmq=rabbitmq, redis=redis, queues=queue, groups=group, pids=pid,
-                         processes=process, dependencies=dependency, logs=log, window=window, timeout=timeout,
-                         probe_timeout=probe_timeout, only_probes=probe, skip_probes=no_probe,
-                         no_auto_detect=no_auto_detect, config=config, debug=debug)
+    settings = _settings(locals())
     flags = {"warn_depth": warn_depth, "max_depth": max_depth, "min_consumers": min_consumers, "warn_fill": warn_fill,
              "max_fill": max_fill, "warn_lag_seconds": warn_lag_seconds, "max_lag_seconds": max_lag_seconds,
              "min_draining": True if must_drain else None, "warn_score": warn_score, "max_score": max_score,
