@@ -348,20 +348,7 @@ def derive(*, ready: int | None, unacked: int | None, messages: int | None, cons
     if redeliver_ratio is not None and redeliver_ratio >= redeliver_ratio_high:
         findings.append("redeliveries-high")  # poison messages going round
 
-    if "queue-down" in findings:
-        status = "down"
-    elif "full" in findings:
-        status = "full"
-    elif "no-consumers" in findings:
-        status = "no-consumers"
-    elif "consumers-idle" in findings or "prefetch-hoarding" in findings:
-        status = "stuck"
-    elif growth is not None and growth > 0 and (depth_change is None or depth_change > 0):
-        # Two signals must agree: the rates say more comes in than leaves, and
-        # the depth did rise (a balanced flow jitters by a prefetch's worth).
-        status = "growing"
-    else:
-        status = "ok"
+    status = status_of(findings, growth, depth_change)
 
     return {
         "rate_in": rate_in, "rate_out": None if rate_out is None else round(rate_out, 3), "rate_source": rate_source,
@@ -369,6 +356,53 @@ def derive(*, ready: int | None, unacked: int | None, messages: int | None, cons
         "time_to_full_s": time_to_full, "time_to_drain_s": time_to_drain,
         "redeliver_ratio": redeliver_ratio, "findings": findings, "status": status,
     }
+
+
+def status_of(findings: list[str], growth: float | None, depth_change: int | None) -> str:
+    """One status word; the worst finding wins."""
+    if "queue-down" in findings:
+        return "down"
+    if "full" in findings:
+        return "full"
+    if "no-consumers" in findings:
+        return "no-consumers"
+    if "consumers-idle" in findings or "prefetch-hoarding" in findings:
+        return "stuck"
+    if growth is not None and growth > 0 and (depth_change is None or depth_change > 0):
+        # Two signals must agree: the rates say more comes in than leaves, and
+        # the depth did rise (a balanced flow jitters by a prefetch's worth).
+        return "growing"
+    return "ok"
+
+
+STUCK_FINDINGS = ("consumers-idle", "prefetch-hoarding")
+
+
+def connection_ages(connections: Iterable[Mapping[str, Any]], now_ms: float) -> dict[str, float]:
+    """Connection name -> seconds since it connected (`connected_at` is epoch ms)."""
+    ages = {}
+    for conn in connections:
+        at = conn.get("connected_at")
+        if isinstance(conn.get("name"), str) and isinstance(at, (int, float)) and not isinstance(at, bool):
+            ages[conn["name"]] = max(0.0, (now_ms - at) / 1000.0)
+    return ages
+
+
+def discount_young_consumers(record: dict, ages: Mapping[str, float], stats_interval_s: float) -> None:
+    """The broker's rates are the change between its last two stats refreshes:
+    for a consumer that connected less than a refresh ago (plus a second of
+    slack) they still read 0 acks and 0 deliveries while it works normally.  A "stuck" finding that rests only on
+    those broker rates is withdrawn for such queues, and said so."""
+    if record.get("rate_source") != "broker" or not any(f in record["findings"] for f in STUCK_FINDINGS):
+        return
+    young = [ages[name] for name in record.get("consumer_connections") or [] if name in ages
+             and ages[name] < stats_interval_s + 1.0]
+    if not young:
+        return
+    record["findings"] = [f for f in record["findings"] if f not in STUCK_FINDINGS]
+    record["status"] = status_of(record["findings"], record.get("net_growth_per_s"), record.get("depth_change"))
+    record["rates_settling"] = (f"a consumer connected {min(young):.0f}s ago, within one statistics interval: "
+                                "the broker's ack and deliver rates do not cover it yet")
 
 
 # ---------------------------------------------------------------- which queues get details

@@ -45,7 +45,7 @@ DETAIL_COLUMNS = ",".join([
 CONSUMER_COLUMNS = "consumer_details"
 NODE_COLUMNS = ("name,running,mem_alarm,disk_free_alarm,mem_used,mem_limit,disk_free,disk_free_limit,"
                 "fd_used,fd_total,sockets_used,sockets_total,partitions")
-CONNECTION_COLUMNS = "name,state,user,vhost,peer_host,peer_port,client_properties,recv_oct_details.rate"
+CONNECTION_COLUMNS = "name,state,user,vhost,peer_host,peer_port,client_properties,recv_oct_details.rate,connected_at"
 CHANNEL_COLUMNS = "name,user,vhost,connection_details.name,connection_details.peer_host,connection_details.peer_port,message_stats.publish_details.rate"
 OVERVIEW_COLUMNS = "rabbitmq_version,management_version,cluster_name,rates_mode,disable_stats,object_totals,node"
 
@@ -358,6 +358,9 @@ def _management(ctx, api: ManagementApi, opts) -> dict:
     channel_items = channels.get("items", []) if isinstance(channels, dict) else []
     conns = rp.connection_summary(connections if isinstance(connections, list) else [], channel_items,
                                   top=int(opts["top_connections"]))
+    ages = rp.connection_ages(connections if isinstance(connections, list) else [], ctx.wall_clock() * 1000)
+    for rec in records:
+        rp.discount_young_consumers(rec, ages, opts["stats_interval_s"])
     problems = list(node_problems)
     if conns["throttled_count"]:
         problems.append(f"{conns['throttled_count']} connection(s) blocked or in flow control "
@@ -413,9 +416,11 @@ def _record(key, why, samples, sampler: _Sampler, opts, stats_enabled: bool) -> 
         redeliver_ratio_high=opts["redeliver_ratio_high"],
     )
     consumers_detail = row.get("consumer_details") if isinstance(row.get("consumer_details"), list) else None
-    prefetch = None
+    prefetch, consumer_connections = None, None
     if consumers_detail is not None:
         prefetch = [c.get("prefetch_count") for c in consumers_detail if isinstance(c, dict)]
+        consumer_connections = sorted({(c.get("channel_details") or {}).get("connection_name")
+                                       for c in consumers_detail if isinstance(c, dict)} - {None})
     record = {
         "system": "rabbitmq", "name": rp.display_name(vhost, name), "group": None,
         "vhost": vhost, "queue": name, "type": row.get("type"), "state": row.get("state"),
@@ -425,7 +430,7 @@ def _record(key, why, samples, sampler: _Sampler, opts, stats_enabled: bool) -> 
         "rate_in": derived["rate_in"], "rate_out": derived["rate_out"], "rate_source": derived["rate_source"],
         "consumers": row.get("consumers"),
         "consumer_utilisation": row.get("consumer_utilisation"), "consumer_capacity": row.get("consumer_capacity"),
-        "consumer_prefetch": prefetch,
+        "consumer_prefetch": prefetch, "consumer_connections": consumer_connections,
         "fill_ratio": fill_info["fill_ratio"], "fill_ratio_messages": fill_info["fill_ratio_messages"],
         "fill_ratio_bytes": fill_info["fill_ratio_bytes"],
         "limits": lim, "overflow": lim["overflow"], "limit": lim["max_length"],

@@ -403,3 +403,26 @@ def test_severity_orders_worst_first():
                {"status": "growing", "depth": 50}]
     assert [(r["status"], r["depth"]) for r in sorted(records, key=rp.severity)] == [
         ("full", 1), ("growing", 50), ("growing", 5), ("ok", 1000)]
+
+
+def test_young_consumer_is_not_called_stuck_on_broker_rates():
+    record = {"rate_source": "broker", "findings": ["full", "prefetch-hoarding"], "status": "full",
+              "consumer_connections": ["127.0.0.1:5000 -> 127.0.0.1:5672"], "net_growth_per_s": 0.0,
+              "depth_change": 0}
+    ages = rp.connection_ages([{"name": "127.0.0.1:5000 -> 127.0.0.1:5672", "connected_at": 1_000_000}],
+                              now_ms=1_004_000)
+    assert ages == {"127.0.0.1:5000 -> 127.0.0.1:5672": 4.0}
+    rp.discount_young_consumers(record, ages, stats_interval_s=5.0)
+    assert record["findings"] == ["full"] and record["status"] == "full"
+    assert "connected 4s ago" in record["rates_settling"]
+
+
+def test_old_consumer_or_measured_rates_keep_the_finding():
+    base = {"findings": ["prefetch-hoarding"], "status": "stuck", "consumer_connections": ["c"],
+            "net_growth_per_s": None, "depth_change": None}
+    old = dict(base, rate_source="broker")
+    rp.discount_young_consumers(old, {"c": 30.0}, stats_interval_s=5.0)
+    assert old["findings"] == ["prefetch-hoarding"] and old["status"] == "stuck"
+    measured = dict(base, rate_source="qdiag")
+    rp.discount_young_consumers(measured, {"c": 1.0}, stats_interval_s=5.0)
+    assert measured["status"] == "stuck"  # qdiag's own rates cover the window: no discount
