@@ -388,6 +388,19 @@ def connection_ages(connections: Iterable[Mapping[str, Any]], now_ms: float) -> 
     return ages
 
 
+def stats_behind(counters: Mapping[str, int] | None, unacked: int | None) -> str | None:
+    """Why the broker's statistics for a queue do not yet cover what happened,
+    or None.  Every unacknowledged message was delivered, so fewer deliveries
+    counted than messages out means the counters (and rates) lag behind."""
+    if not counters or not unacked:
+        return None
+    delivered = counters.get("deliver_get", 0)
+    if delivered < unacked:
+        return (f"the broker's statistics count {delivered} deliveries while {unacked} messages are out "
+                "unacknowledged: they lag behind the queue")
+    return None
+
+
 def discount_young_consumers(record: dict, ages: Mapping[str, float], stats_interval_s: float) -> None:
     """The broker's rates are the change between its last two stats refreshes:
     for a consumer that connected less than a refresh ago (plus a second of
@@ -397,12 +410,16 @@ def discount_young_consumers(record: dict, ages: Mapping[str, float], stats_inte
         return
     young = [ages[name] for name in record.get("consumer_connections") or [] if name in ages
              and ages[name] < stats_interval_s + 1.0]
-    if not young:
+    if young:
+        why = (f"a consumer connected {min(young):.0f}s ago, within one statistics interval: "
+               "the broker's ack and deliver rates do not cover it yet")
+    elif record.get("stats_behind"):
+        why = record["stats_behind"]
+    else:
         return
     record["findings"] = [f for f in record["findings"] if f not in STUCK_FINDINGS]
     record["status"] = status_of(record["findings"], record.get("net_growth_per_s"), record.get("depth_change"))
-    record["rates_settling"] = (f"a consumer connected {min(young):.0f}s ago, within one statistics interval: "
-                                "the broker's ack and deliver rates do not cover it yet")
+    record["rates_settling"] = why
 
 
 # ---------------------------------------------------------------- which queues get details

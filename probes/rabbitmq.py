@@ -442,6 +442,8 @@ def _record(key, why, samples, sampler: _Sampler, opts, stats_enabled: bool) -> 
         "depth_samples": [r.get("messages") for _, r in series],
         "sample_times_s": [round(t, 3) for t, _ in series],
         "depth_trend": rp.trend(delta, delta_window, opts["stats_interval_s"]),
+        "stats_behind": rp.stats_behind(counter_series[-1][1] if counter_series else None,
+                                        row.get("messages_unacknowledged")),
         "rates_measured": measured["rates"], "rates_measured_window_s": measured["window_s"],
         "rates_measured_reason": measured["reason"],
         "rates_broker": broker, "depth_rate_broker": rp.broker_depth_rate(row),

@@ -216,6 +216,14 @@ class Rabbit:
             return row.get("messages", 0) >= at_least and (not growing or rate > 0)
         wait_until(check, timeout, f"queue {name} to hold {at_least} messages in the management API")
 
+    def wait_acking(self, name: str, timeout: float = BACKLOG_TIMEOUT_S):
+        """Until the management API shows the consumers acknowledging: the incident is a full queue
+        *while* consumers work, and the broker's rates lag a new consumer by a stats interval."""
+        def check():
+            stats = self.stats(name).get("message_stats") or {}
+            return ((stats.get("ack_details") or {}).get("rate") or 0) > 0
+        wait_until(check, timeout, f"the consumers of {name} to show acks in the management API")
+
     def user(self) -> str:
         """A user that may connect from other hosts (guest may only use loopback); returns its AMQP
         URL path part "user:password"."""

@@ -78,6 +78,7 @@ def test_rabbitmq_queue_length_limit(rabbit, processes, remote_host, investigate
     processes.start("consumer.py", "rabbitmq", q, "--sleep-ms", "20", "--prefetch", "10",
                     env={"SCENARIO_AMQP": remote_amqp}, host=remote_host)
     rabbit.wait_backlog(q, 190)
+    rabbit.wait_acking(q)
     inv = investigate("--rabbitmq", RABBIT, "--queue", q)
     expect(inv, "queue-limit-reached", f"rabbitmq:{q}")
     assert inv.report["verdict"] == "critical"

@@ -426,3 +426,14 @@ def test_old_consumer_or_measured_rates_keep_the_finding():
     measured = dict(base, rate_source="qdiag")
     rp.discount_young_consumers(measured, {"c": 1.0}, stats_interval_s=5.0)
     assert measured["status"] == "stuck"  # qdiag's own rates cover the window: no discount
+
+
+def test_statistics_behind_the_queue_withdraw_stuck():
+    assert rp.stats_behind({"deliver_get": 3}, unacked=10).startswith("the broker's statistics count 3 deliveries")
+    assert rp.stats_behind({"deliver_get": 50}, unacked=10) is None
+    assert rp.stats_behind(None, unacked=10) is None
+    record = {"rate_source": "broker", "findings": ["consumers-idle", "prefetch-hoarding"], "status": "stuck",
+              "consumer_connections": ["c"], "net_growth_per_s": None, "depth_change": 0,
+              "stats_behind": rp.stats_behind({"deliver_get": 0}, unacked=10)}
+    rp.discount_young_consumers(record, {"c": 60.0}, stats_interval_s=5.0)
+    assert record["findings"] == [] and record["status"] == "ok" and "lag behind" in record["rates_settling"]
