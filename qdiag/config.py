@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 import re
 import sys
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -205,6 +205,3 @@ def resolve(flags: Mapping[str, Any], env: Mapping[str, str] | None = None, cwd:
         debug=bool(flags.get("debug")),
     )
 
-
-def with_targets(settings: Settings, **changes) -> Settings:
-    return replace(settings, targets=replace(settings.targets, **changes))

@@ -37,11 +37,6 @@ DEMOTION = 0.9
 # Subjects the user did not point at (queues a probe reported for context while
 # --queue/--group named others) rank after the ones named.
 OUT_OF_FOCUS = 0.5
-# Which probe feeds each kind of subject, to say why a step found nothing.
-KIND_PROBES = {"queue": ("kafka", "rabbitmq", "redis"), "host": ("host",), "process": ("process",),
-               "threads": ("threads",), "dependency": ("dependencies",), "log": ("logs",),
-               "broker": ("rabbitmq", "redis", "kafka")}
-
 
 @dataclass
 class Hit:

@@ -177,6 +177,3 @@ def _eval(node: ast.AST, facts: Mapping[str, Any]) -> Any:
         return _eval(node.body, facts) if _eval(node.test, facts) else _eval(node.orelse, facts)
     raise ExprError(f"'{type(node).__name__}' is not allowed")  # unreachable after parse()
 
-
-def names_used(tree: ast.Expression) -> set[str]:
-    return {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)} - set(FUNCTIONS)

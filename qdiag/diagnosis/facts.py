@@ -34,7 +34,8 @@ TROUBLE_STATUSES = {"growing", "full", "rejecting", "stuck", "stalled", "stall",
                     "no-consumers", "err", "error", "at-risk", "backlog"}
 # Thread classes of a consumer that is waiting for work or time, not working.
 IDLE_THREAD_CLASSES = ("queue-wait", "sleep")
-# Ports of the brokers' client protocols: a socket wait there is the broker, not a dependency.
+# Default ports of the brokers' client protocols: a socket wait there is the
+# broker, not a dependency (the run's own broker ports are added, broker_ports()).
 BROKER_PORTS = {9092, 5672, 5671, 6379}
 # RabbitMQ connection states of a throttled publisher.
 BLOCKED_STATES = ("blocked", "blocking")
@@ -264,7 +265,19 @@ def _recent_kills(host: dict) -> list[dict]:
     return [k for k in kills if isinstance(k, dict) and _num(k.get("age_s")) is not None and k["age_s"] <= window]
 
 
-def _thread_facts(proc: dict, process: dict | None, endpoints: list[dict]) -> dict[str, Any]:
+def broker_ports(snapshot: dict) -> set[int]:
+    """The default broker ports plus those of the brokers this run was given."""
+    ports = set(BROKER_PORTS)
+    targets = (snapshot.get("settings") or {}).get("targets") or {}
+    for server in str(targets.get("kafka") or "").split(","):
+        ports.add(_port(server))
+    for url in (targets.get("rabbitmq"), targets.get("redis")):
+        if url:
+            ports.add(_port(str(url).split("://", 1)[-1].split("/", 1)[0]))
+    return ports - {None}
+
+
+def _thread_facts(proc: dict, process: dict | None, endpoints: list[dict], brokers: set[int]) -> dict[str, Any]:
     counts = proc.get("counts") or {}
     total = _num(proc.get("threads_total")) or 0
     threads = [t for t in proc.get("threads") or [] if isinstance(t, dict)]
@@ -279,7 +292,7 @@ def _thread_facts(proc: dict, process: dict | None, endpoints: list[dict]) -> di
     waits: dict[str, int] = {}
     for t in socket_threads:
         peer = t.get("peer")
-        if peer and _port(peer) in BROKER_PORTS:
+        if peer and _port(peer) in brokers:
             continue
         matches = [e for e in endpoints if peer and peer in (e.get("peers") or [])]
         if not matches and not peer:
@@ -504,6 +517,7 @@ def subjects(snapshot: dict, baseline_snapshot: dict | None = None) -> Iterator[
 
     kills = _recent_kills(host_obs or {})
     thread_procs = {p.get("pid"): p for p in (probe_observations(snapshot, "threads") or {}).get("processes") or []}
+    brokers = broker_ports(snapshot)
     endpoints = [e for e in (probe_observations(snapshot, "dependencies") or {}).get("endpoints") or []
                  if isinstance(e, dict)]
     process_by_pid = {t.get("pid"): t for t in targets}
@@ -553,11 +567,11 @@ def subjects(snapshot: dict, baseline_snapshot: dict | None = None) -> Iterator[
             **shared, **proc, "consumer_of": consumer_of.get(pid), "queue": queue_of(pid),
             "focus": pid not in unsure,
             **cpu_facts(pid, _num(proc.get("cpu_percent"))),
-            **_thread_facts(proc, process_by_pid.get(pid), endpoints)})
+            **_thread_facts(proc, process_by_pid.get(pid), endpoints, brokers)})
 
     waiting = {}
     for pid, proc in thread_procs.items():
-        summary = _thread_facts(proc, process_by_pid.get(pid), endpoints)
+        summary = _thread_facts(proc, process_by_pid.get(pid), endpoints, brokers)
         if summary["waiting_on"]:
             waiting.setdefault(summary["waiting_on"], []).append(pid)
     for endpoint in endpoints:

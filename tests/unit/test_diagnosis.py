@@ -406,3 +406,12 @@ def test_every_rule_names_real_commands_and_a_threshold(rule):
 def test_every_cause_is_reachable_and_every_step_has_rules():
     assert {r.cause for r in RULES} == set(CAUSES)
     assert {r.step for r in RULES} == {1, 2, 3, 4, 5, 6}
+
+
+def test_broker_ports_follow_the_run_targets():
+    from qdiag.diagnosis.facts import broker_ports
+
+    snap = {"settings": {"targets": {"kafka": "k1:19092,k2:19093", "rabbitmq": "amqp://u:***@r:5673/%2F",
+                                     "redis": "redis://:***@h:6380/0"}}}
+    assert broker_ports(snap) >= {19092, 19093, 5673, 6380, 9092, 5672, 6379}
+    assert broker_ports({}) == {9092, 5672, 5671, 6379}
