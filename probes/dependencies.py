@@ -24,7 +24,7 @@ from qdiag import __version__
 from qdiag.context import DeadlineReached, ProbeContext
 from qdiag import target_processes
 from qdiag.localsockets import norm_ip
-from qdiag.probe import NotApplicable, ProbeError, register
+from qdiag.probe import NotApplicable, ProbeError, Option, register
 from qdiag.redact import Redactor
 
 from ._latency import Endpoint, parse_endpoint, parse_status_line, summarize, tcp_label
@@ -244,7 +244,7 @@ def broker_addresses(ctx: ProbeContext) -> list[tuple[str, int]]:
         pairs += [(t.rabbitmq.host, port) for port in _AMQP_PORTS if port != t.rabbitmq.port]
     if t.redis is not None:
         pairs.append((t.redis.host, t.redis.port))
-    for item in ctx.options.get("exclude", DEFAULTS["exclude"]) or []:
+    for item in ctx.options["exclude"]:
         hp = _host_port(str(item))
         if hp is None:
             raise ProbeError(f"[probes.dependencies] exclude: '{item}' is not HOST:PORT (write e.g. \"db.internal:5432\")")
@@ -340,19 +340,6 @@ def discover_endpoints(ctx: ProbeContext, known: set[tuple[str, int]], limit: in
 
 # ---------------------------------------------------------------- the probe
 
-def _option(ctx: ProbeContext, key: str, kind: type, low: float | None = None, high: float | None = None):
-    value = ctx.options.get(key, DEFAULTS[key])
-    if kind is bool:
-        if not isinstance(value, bool):
-            raise ProbeError(f"[probes.dependencies] {key} = {value!r} is not true or false (fix qdiag.toml)")
-        return value
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ProbeError(f"[probes.dependencies] {key} = {value!r} is not a number (fix qdiag.toml)")
-    if (low is not None and value < low) or (high is not None and value > high):
-        raise ProbeError(f"[probes.dependencies] {key} = {value!r} is out of range {low:g}..{high:g} (fix qdiag.toml)")
-    return kind(value)
-
-
 def _peer(ip: str, port: int) -> str:
     return f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
 
@@ -375,17 +362,26 @@ def _endpoint_doc(ep: Endpoint, samples: list[dict], complete: bool, insecure: b
 
 
 @register("dependencies", timeout_s=10,
-          description="Downstream latency: DNS, TCP connect, TLS, time to first byte and HTTP status per endpoint")
+          description="Downstream latency: DNS, TCP connect, TLS, time to first byte and HTTP status per endpoint",
+          options=(
+              Option("samples", "int", DEFAULTS["samples"], "samples per endpoint over the window", low=2, high=20),
+              Option("request_timeout", "float", DEFAULTS["request_timeout"], "seconds one sample may take",
+                     low=0.05, high=60),
+              Option("insecure_tls", "bool", DEFAULTS["insecure_tls"], "skip certificate verification for https"),
+              Option("ca_file", "path", DEFAULTS["ca_file"], "PEM bundle of an internal CA, trusted besides the system's"),
+              Option("discover", "bool", DEFAULTS["discover"], "add endpoints from the consumers' connections"),
+              Option("max_discovered", "int", DEFAULTS["max_discovered"], "discovered endpoints timed", low=0, high=100),
+              Option("workers", "int", DEFAULTS["workers"], "endpoints timed at once", low=1, high=32),
+              Option("exclude", "list", DEFAULTS["exclude"], "HOST:PORT never reported as discovered"),
+          ))
 def collect(ctx: ProbeContext) -> dict:
-    count = _option(ctx, "samples", int, 2, 20)
-    request_timeout = _option(ctx, "request_timeout", float, 0.05, 60)
-    insecure = _option(ctx, "insecure_tls", bool)
-    ca_file = ctx.options.get("ca_file", DEFAULTS["ca_file"]) or ""
-    if not isinstance(ca_file, str):
-        raise ProbeError(f"[probes.dependencies] ca_file = {ca_file!r} is not a path (fix qdiag.toml)")
-    discover = _option(ctx, "discover", bool)
-    limit = _option(ctx, "max_discovered", int, 0, 100)
-    workers = _option(ctx, "workers", int, 1, 32)
+    count = ctx.options["samples"]
+    request_timeout = ctx.options["request_timeout"]
+    insecure = ctx.options["insecure_tls"]
+    ca_file = ctx.options["ca_file"] or ""
+    discover = ctx.options["discover"]
+    limit = ctx.options["max_discovered"]
+    workers = ctx.options["workers"]
     notes: list[str] = []
 
     endpoints: list[Endpoint] = []

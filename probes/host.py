@@ -17,7 +17,7 @@ import os
 import platform
 from typing import Any, Callable
 
-from qdiag.probe import NotApplicable, ProbeError, register
+from qdiag.probe import NotApplicable, ProbeError, Option, register
 
 from . import _host_parse as hp
 
@@ -395,12 +395,13 @@ def build_report(samples: list[dict], disks: set[str] | None, kernel_log: dict |
 
 # ---------------------------------------------------------------- the probe
 
-def _option(ctx, name: str, default, kind):
-    value = ctx.options.get(name, default)
-    return value if isinstance(value, kind) and not isinstance(value, bool) and value > 0 else default
-
-
-@register("host", description="CPU, load, PSI, memory and OOM kills, cgroup throttling, disks, network", timeout_s=5)
+@register("host", description="CPU, load, PSI, memory and OOM kills, cgroup throttling, disks, network", timeout_s=5,
+          options=(
+              Option("samples", "int", DEFAULT_SAMPLES, "samples over the window", low=2, high=20),
+              Option("kernel_log", "bool", True, "read OOM kills from the kernel log (/dev/kmsg)"),
+              Option("kmsg_max_bytes", "int", DEFAULT_KMSG_MAX_BYTES, "bytes of the kernel log read, from the end",
+                     low=4096, high=64 << 20),
+          ))
 def collect(ctx) -> dict:
     system = platform.system()
     if system != "Linux":
@@ -414,7 +415,7 @@ def collect(ctx) -> dict:
             ctx.partial.update(build_report([sample], disks))
         return sample
 
-    count = _option(ctx, "samples", DEFAULT_SAMPLES, int)
+    count = ctx.options["samples"]
     samples = [s for _, s in ctx.sample(take, count=count)]
     if not samples:
         raise ProbeError(f"no sample of {proc} taken before the deadline (raise --probe-timeout)")
@@ -423,9 +424,9 @@ def collect(ctx) -> dict:
                          f"is /proc mounted?")
 
     kernel_log, reason = None, "turned off by [probes.host] kernel_log = false"
-    if ctx.options.get("kernel_log", True) is not False:
+    if ctx.options["kernel_log"]:
         kernel_log, reason = read_kernel_log_ooms(
-            ctx.paths.dev_kmsg, _option(ctx, "kmsg_max_bytes", DEFAULT_KMSG_MAX_BYTES, int),
+            ctx.paths.dev_kmsg, ctx.options["kmsg_max_bytes"],
             samples[-1].get("uptime"))
     return build_report(samples, disks, kernel_log, reason)
 

@@ -25,7 +25,7 @@ from collections import Counter
 from typing import Any, Callable
 
 from qdiag.context import ProbeContext
-from qdiag.probe import ProbeError, register
+from qdiag.probe import ProbeError, Option, register
 
 from . import _kafka_lag as lag
 
@@ -58,32 +58,35 @@ _TIMESTAMP_BUDGET_S = 3.0
 
 # --- options ---------------------------------------------------------------------------
 
+OPTIONS = (
+    Option("allowed_lag", "int", DEFAULTS["allowed_lag"], "Burrow's floor: lag at or below it is never a problem",
+           low=0),
+    Option("read_committed", "bool", DEFAULTS["read_committed"], "end offset = last stable offset (transactions)"),
+    Option("samples", "int", DEFAULTS["samples"], "offset samples over the window", low=3, high=20),
+    Option("timestamp_reads", "int", DEFAULTS["timestamp_reads"],
+           "partitions whose oldest unconsumed record is read for seconds behind; 0 = none", low=0, high=1000),
+    Option("request_timeout", "float", DEFAULTS["request_timeout"], "seconds for one broker request",
+           low=0.05, high=300),
+    Option("retention_margin", "float", DEFAULTS["retention_margin"],
+           "share of retention left that counts as at risk", low=0.0001, high=1),
+    Option("underparallel_ratio", "float", DEFAULTS["underparallel_ratio"],
+           "partitions per member above which a group is under-parallel", low=0.0001, high=1e6),
+    Option("client_id", "str", DEFAULTS["client_id"], "client id qdiag's requests carry"),
+    Option("security_protocol", "str", DEFAULTS["security_protocol"], "how to talk to the brokers",
+           choices=_PROTOCOLS),
+    Option("ssl_cafile", "path", None, "CA bundle for SSL"),
+    Option("ssl_certfile", "path", None, "client certificate for SSL"),
+    Option("ssl_keyfile", "path", None, "client key for SSL"),
+    Option("ssl_check_hostname", "bool", True, "check the broker certificate's host name"),
+    Option("sasl_mechanism", "str", None, "PLAIN, SCRAM-SHA-256, SCRAM-SHA-512, ..."),
+    Option("sasl_username", "str", None, "SASL user"),
+    Option("sasl_password", "str", None, "SASL password", secret=True),
+    Option("keep_raw", "bool", False, "include the raw sampled offsets (for recording fixtures)"),
+)
+
+
 def _options(ctx: ProbeContext) -> dict[str, Any]:
-    given = dict(ctx.options)
-    opts = dict(DEFAULTS)
-    for key, value in given.items():
-        if key in ("enabled", "timeout"):  # the runner's keys
-            continue
-        if key not in DEFAULTS:
-            raise ProbeError(f"[probes.kafka] unknown option '{key}' (known: {', '.join(sorted(DEFAULTS))})")
-        opts[key] = value
-
-    def bad(key: str, expected: str) -> ProbeError:
-        return ProbeError(f"[probes.kafka] {key} = {opts[key]!r} is not {expected} (fix it in qdiag.toml)")
-
-    for key, low in (("allowed_lag", 0), ("timestamp_reads", 0), ("samples", 3)):
-        if isinstance(opts[key], bool) or not isinstance(opts[key], int) or opts[key] < low:
-            raise bad(key, f"a whole number >= {low}")
-    for key in ("request_timeout", "retention_margin", "underparallel_ratio"):
-        if isinstance(opts[key], bool) or not isinstance(opts[key], (int, float)) or opts[key] <= 0:
-            raise bad(key, "a positive number")
-    for key in ("read_committed", "ssl_check_hostname", "keep_raw"):
-        if not isinstance(opts[key], bool):
-            raise bad(key, "true or false")
-    if not isinstance(opts["security_protocol"], str) or opts["security_protocol"].upper() not in _PROTOCOLS:
-        raise bad("security_protocol", "one of " + ", ".join(_PROTOCOLS))
-    opts["security_protocol"] = opts["security_protocol"].upper()
-    return opts
+    return dict(ctx.options)
 
 
 def _client_config(defaults: dict, opts: dict, bootstrap: list[str], timeout_s: float, lifetime_s: float) -> dict:
@@ -816,7 +819,7 @@ def discover(ctx: ProbeContext) -> list[dict]:
 
 @register("kafka", description="Kafka consumer groups: lag per partition, produce and consume rates, "
                               "Burrow-style status, seconds behind, retention risk",
-          needs=("kafka",), timeout_s=15, discover=discover)
+          needs=("kafka",), timeout_s=15, discover=discover, options=OPTIONS)
 def collect(ctx: ProbeContext) -> dict:
     opts = _options(ctx)
     admin = _Admin(ctx, opts)

@@ -14,7 +14,7 @@ import threading
 from typing import Any
 
 from qdiag.context import ProbeContext
-from qdiag.probe import NotApplicable, ProbeError, register
+from qdiag.probe import NotApplicable, ProbeError, Option, register
 from qdiag.redact import Redactor
 
 from ._log_scan import Matcher, SourceScan, Tallies, compile_patterns, iso_local, looks_binary, read_tail, scan
@@ -36,17 +36,8 @@ _SOURCE_KEYS: dict[str, Any] = {
 }
 
 
-def _number(ctx: ProbeContext, key: str, low: float, high: float) -> float:
-    value = ctx.options.get(key, DEFAULTS[key])
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
-        raise ProbeError(f"[probes.logs] {key} = {value!r} is not a number between {low:g} and {high:g} (fix qdiag.toml)")
-    return value
-
-
 def _patterns(ctx: ProbeContext):
-    user = ctx.options.get("patterns", DEFAULTS["patterns"]) or {}
-    if not isinstance(user, dict):
-        raise ProbeError("[probes.logs] patterns must be a table of id = \"regex\" (fix qdiag.toml)")
+    user = ctx.options["patterns"]
     try:
         return compile_patterns({str(k): v for k, v in user.items()})
     except ValueError as exc:
@@ -208,17 +199,23 @@ def read_journal(minutes: float, max_bytes: int, units: list[str], timeout: floa
 
 
 @register("logs", timeout_s=10,
-          description="Overflow and rejection messages (queue full, OOM, pool exhausted, timeouts) in recent log lines")
+          description="Overflow and rejection messages (queue full, OOM, pool exhausted, timeouts) in recent log lines",
+          options=(
+              Option("minutes", "float", DEFAULTS["minutes"], "how far back to look", low=0.1, high=24 * 60),
+              Option("max_bytes", "int", DEFAULTS["max_bytes"], "bytes read from the end of each file and the journal",
+                     low=1024, high=1024 ** 3),
+              Option("max_files", "int", DEFAULTS["max_files"], "files read, most recently written first",
+                     low=1, high=10000),
+              Option("journal", "bool", DEFAULTS["journal"], "also read the systemd journal"),
+              Option("journal_units", "list", DEFAULTS["journal_units"], "only these units (all when empty)"),
+              Option("patterns", "table", DEFAULTS["patterns"], "id = \"regex\" added to the built-in patterns"),
+          ))
 def collect(ctx: ProbeContext) -> dict:
-    minutes = _number(ctx, "minutes", 0.1, 24 * 60)
-    max_bytes = int(_number(ctx, "max_bytes", 1024, 1024 ** 3))
-    max_files = int(_number(ctx, "max_files", 1, 10000))
-    use_journal = ctx.options.get("journal", DEFAULTS["journal"])
-    if not isinstance(use_journal, bool):
-        raise ProbeError(f"[probes.logs] journal = {use_journal!r} is not true or false (fix qdiag.toml)")
-    units = ctx.options.get("journal_units", DEFAULTS["journal_units"]) or []
-    if not isinstance(units, list):
-        raise ProbeError("[probes.logs] journal_units must be a list of unit names (fix qdiag.toml)")
+    minutes = ctx.options["minutes"]
+    max_bytes = ctx.options["max_bytes"]
+    max_files = ctx.options["max_files"]
+    use_journal = ctx.options["journal"]
+    units = ctx.options["journal_units"]
     patterns = _patterns(ctx)
     matcher = Matcher(patterns)
     now = ctx.wall_clock()

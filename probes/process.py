@@ -20,7 +20,7 @@ from typing import Any
 import psutil
 
 from qdiag import target_processes
-from qdiag.probe import NotApplicable, register
+from qdiag.probe import NotApplicable, Option, register
 
 CMDLINE_MAX_CHARS = 500
 TOP_N = 5
@@ -450,10 +450,7 @@ def _process_table() -> dict[int, dict]:
 
 
 def _select_targets(ctx, notes: list[str]) -> dict[int, dict]:
-    limit = ctx.options.get("max_targets", MAX_TARGETS)
-    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
-        notes.append(f"[probes.process] max_targets {limit!r} is not a positive whole number; used {MAX_TARGETS}")
-        limit = MAX_TARGETS
+    limit = ctx.options["max_targets"]
     selection = target_processes.select(ctx.targets, ctx.discovered, max_per_pattern=limit)
     notes.extend(f"{note} (raise [probes.process] max_targets)" for note in selection.notes)
     notes.extend(f"--process '{pattern}' matched no running process" for pattern in selection.unmatched)
@@ -655,6 +652,8 @@ def _top(samples: list, own: set[int], ncpu: int, window_start_wall: float, targ
 
 
 @register("process", timeout_s=5,
+          options=(Option("max_targets", "int", MAX_TARGETS, "processes a --process pattern may select",
+                          low=1, high=1000),),
           description="Consumer processes (--pid, --process, discovered) and the busiest on the host: "
                       "CPU, memory, fds, state, context switches, cgroup, accept queues, connections")
 def collect(ctx) -> dict:

@@ -20,7 +20,7 @@ from typing import Any, Mapping
 from urllib.parse import quote, urlsplit
 
 from qdiag.context import DeadlineReached
-from qdiag.probe import NotApplicable, ProbeError, register
+from qdiag.probe import NotApplicable, ProbeError, Option, register
 from . import _rabbitmq_parse as rp
 
 # The cheap pass over every queue: what depth, selection (deepest, growing,
@@ -53,18 +53,23 @@ DEFAULTS = {"top_n": 20, "samples": 3, "stats_interval_s": 5.0, "request_timeout
             "redeliver_ratio_high": 0.5, "top_connections": 5, "max_examined": 100}
 
 
+OPTIONS = (
+    Option("top_n", "int", DEFAULTS["top_n"], "deepest queues reported besides the named ones", low=1, high=1000),
+    Option("samples", "int", DEFAULTS["samples"], "samples over the window", low=2, high=20),
+    Option("stats_interval_s", "float", DEFAULTS["stats_interval_s"],
+           "the broker's collect_statistics_interval (the API does not report it)", low=0.1, high=3600),
+    Option("request_timeout_s", "float", DEFAULTS["request_timeout_s"], "seconds for one API request",
+           low=0.05, high=300),
+    Option("redeliver_ratio_high", "float", DEFAULTS["redeliver_ratio_high"],
+           "redeliveries per delivery above which a queue is looping", low=0.0001, high=1),
+    Option("top_connections", "int", DEFAULTS["top_connections"], "busiest publishing connections listed",
+           low=1, high=1000),
+    Option("max_examined", "int", DEFAULTS["max_examined"], "queues sampled one by one", low=1, high=100000),
+)
+
+
 def _options(ctx) -> dict[str, float]:
-    """[probes.rabbitmq] options: top_n, samples, stats_interval_s (the broker's
-    collect_statistics_interval, which the API does not report), request_timeout_s,
-    redeliver_ratio_high, top_connections, max_examined (queues sampled one by one)."""
-    out = {}
-    for key, default in DEFAULTS.items():
-        value = ctx.options.get(key, default)
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-            raise ProbeError(f"[probes.rabbitmq] {key} = {value!r} is not a positive number (fix qdiag.toml)")
-        out[key] = type(default)(value)
-    out["samples"] = max(2, int(out["samples"]))
-    return out
+    return {key: ctx.options[key] for key in DEFAULTS}
 
 
 # ---------------------------------------------------------------- management API
@@ -676,7 +681,7 @@ def discover(ctx) -> list[dict]:
 
 @register("rabbitmq", description="RabbitMQ queues: depth, rates, consumers, fill vs length limits, dead letters, "
                                   "node alarms, throttled connections (management API, or AMQP passive declare)",
-          needs=("rabbitmq",), timeout_s=15, discover=discover)
+          needs=("rabbitmq",), timeout_s=15, discover=discover, options=OPTIONS)
 def collect(ctx) -> dict:
     target = ctx.targets.rabbitmq
     if target is None:

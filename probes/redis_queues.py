@@ -25,7 +25,7 @@ import os
 from typing import Any, Callable
 
 from qdiag.context import DeadlineReached
-from qdiag.probe import NotApplicable, ProbeError, register
+from qdiag.probe import NotApplicable, ProbeError, Option, register
 
 from . import _redis_parse as rp
 
@@ -66,21 +66,29 @@ _KEEP_INFO = (
 # Options
 
 
+_HELP = {
+    "samples": "samples over the window", "scan_count": "SCAN ... COUNT per call",
+    "max_scan_keys": "keys walked per SCAN pass", "max_streams": "streams looked at",
+    "max_queues": "list-based job queues looked at",
+    "max_detailed_groups": "groups (most work first) that get XINFO CONSUMERS, XPENDING, XRANGE",
+    "max_pending_sampled_groups": "groups whose pending entries are sampled",
+    "pending_sample": "entries read by XPENDING per group",
+    "poison_deliveries": "delivery count that makes a pending entry a poison candidate",
+    "active_idle_s": "a consumer idle longer than this is not recently active",
+    "pipeline_batch": "commands per round trip", "call_timeout_s": "seconds per round trip",
+    "connect_timeout_s": "seconds to connect", "doctor_chars": "MEMORY DOCTOR text kept",
+    "max_listed": "consumers per group, blocked clients, poison entries listed",
+    "max_set_members": "members read from registry sets",
+}
+OPTIONS = tuple(
+    Option(key, "float" if isinstance(default, float) else "int", default, _HELP[key],
+           low=2 if key == "samples" else (0.05 if isinstance(default, float) else 1),
+           high=20 if key == "samples" else None)
+    for key, default in DEFAULTS.items())
+
+
 def _options(ctx) -> tuple[dict[str, Any], list[str]]:
-    opts: dict[str, Any] = dict(DEFAULTS)
-    notes = []
-    for key, value in ctx.options.items():
-        if key in ("timeout", "enabled"):
-            continue  # the runner's
-        if key not in DEFAULTS:
-            notes.append(f"[probes.redis] {key}: unknown option, ignored")
-            continue
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-            notes.append(f"[probes.redis] {key} = {value!r}: not a positive number, using {DEFAULTS[key]}")
-            continue
-        opts[key] = type(DEFAULTS[key])(value)
-    opts["samples"] = max(2, int(opts["samples"]))
-    return opts, notes
+    return {key: ctx.options[key] for key in DEFAULTS}, []
 
 
 # ---------------------------------------------------------------------------
@@ -1261,7 +1269,7 @@ def discover(ctx) -> list[dict]:
 
 @register("redis", description="Redis streams and consumer groups, Celery/RQ/Sidekiq/Dramatiq list queues, "
                                "memory and eviction, blocked clients (read-only)",
-          needs=("redis",), timeout_s=15, discover=discover)
+          needs=("redis",), timeout_s=15, discover=discover, options=OPTIONS)
 def collect(ctx) -> dict:
     target = ctx.targets.redis
     if target is None:

@@ -26,7 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from qdiag import target_processes
-from qdiag.probe import NotApplicable, ProbeError, register
+from qdiag.probe import NotApplicable, ProbeError, Option, register
 
 from . import _threads_classify as tc
 
@@ -44,7 +44,16 @@ DEFAULT_BROKER_PORTS = {"kafka": {9092}, "amqp": {5672, 5671}, "redis": {6379}}
 
 @register("threads", description="Classified thread dumps of consumer processes (py-spy, jcmd): on CPU, lock waits, "
                                  "socket I/O, idle; stuck threads and deadlocks",
-          needs=(), timeout_s=20)
+          needs=(), timeout_s=20, options=(
+              Option("dumps", "int", DEFAULT_DUMPS, "thread dumps over the window", low=2, high=5),
+              Option("max_processes", "int", DEFAULT_MAX_PROCESSES, "processes dumped", low=1, high=64),
+              Option("nonblocking", "bool", False, "read stacks without pausing the process (less accurate)"),
+              Option("java_locks", "bool", False, "jcmd -l: also list held java.util.concurrent locks"),
+              Option("dump_timeout", "float", PYSPY_TIMEOUT_S, "seconds one py-spy dump may take", low=0.1, high=120),
+              Option("jcmd_timeout", "float", JCMD_TIMEOUT_S, "seconds one jcmd dump may take", low=0.1, high=120),
+              Option("py_spy", "executable", None, "path of py-spy (default: found on PATH)"),
+              Option("jcmd", "executable", None, "path of jcmd (default: found on PATH)"),
+          ))
 def collect(ctx) -> dict:
     import psutil
 
@@ -112,35 +121,15 @@ def _dump_isolated(target: "_Target") -> None:
 
 def _options(ctx) -> dict:
     o = ctx.options
-
-    def integer(key, default, low, high):
-        value = o.get(key, default)
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ProbeError(f"[probes.threads] {key} = {value!r} is not a whole number; use e.g. {key} = {default}")
-        return max(low, min(high, value))
-
-    def number(key, default):
-        value = o.get(key, default)
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-            raise ProbeError(f"[probes.threads] {key} = {value!r} is not a positive number; use e.g. {key} = {default}")
-        return float(value)
-
-    def flag(key):
-        value = o.get(key, False)
-        if not isinstance(value, bool):
-            raise ProbeError(f"[probes.threads] {key} = {value!r} is not true or false")
-        return value
-
-    nonblocking = flag("nonblocking")
     return {
-        "dumps": integer("dumps", DEFAULT_DUMPS, 2, 5),
-        "max_processes": integer("max_processes", DEFAULT_MAX_PROCESSES, 1, 64),
-        "nonblocking": nonblocking,
-        "java_locks": flag("java_locks"),
-        "pyspy_timeout": number("dump_timeout", PYSPY_TIMEOUT_S),
-        "jcmd_timeout": number("jcmd_timeout", JCMD_TIMEOUT_S),
-        "py_spy": o.get("py_spy"),
-        "jcmd": o.get("jcmd"),
+        "dumps": o["dumps"],
+        "max_processes": o["max_processes"],
+        "nonblocking": o["nonblocking"],
+        "java_locks": o["java_locks"],
+        "pyspy_timeout": o["dump_timeout"],
+        "jcmd_timeout": o["jcmd_timeout"],
+        "py_spy": o["py_spy"],
+        "jcmd": o["jcmd"],
     }
 
 

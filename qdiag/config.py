@@ -150,6 +150,27 @@ def _file_layer(data: dict[str, Any], path: Path) -> dict[str, Any]:
     return layer
 
 
+def _probe_options(data: dict[str, Any], path: Path) -> dict[str, dict[str, Any]]:
+    """[probes.NAME] tables, each checked against the options its probe declares."""
+    from qdiag.options import closest, validate
+    from qdiag.probe import all_probes
+
+    text = data.get("__text__", "")
+    probes = all_probes()
+    out: dict[str, dict[str, Any]] = {}
+    for name, table in (data.get("probes") or {}).items():
+        where = f"{path}:{_line_of(text, 'probes.' + name) or _line_of(text, name) or 1}"
+        if name not in probes:
+            near = closest(name, probes)
+            raise ConfigError(f"{where}: unknown probe [probes.{name}]",
+                              f"did you mean [probes.{near}]?" if near else "known probes: " + ", ".join(probes))
+        if not isinstance(table, dict):
+            raise ConfigError(f"{where}: 'probes.{name}' must be a table", f"write it as [probes.{name}]")
+        out[name] = validate(name, probes[name].options, table,
+                             lambda key: f"{path}:{_line_of(text, key) or 1}")
+    return out
+
+
 def resolve(flags: Mapping[str, Any], env: Mapping[str, str] | None = None, cwd: Path | None = None) -> Settings:
     """Build Settings from flags (None or empty = not given), environment and config file."""
     env = os.environ if env is None else env
@@ -189,7 +210,7 @@ def resolve(flags: Mapping[str, Any], env: Mapping[str, str] | None = None, cwd:
     if probe_timeout is not None and probe_timeout <= 0:
         raise UsageError(f"--probe-timeout {probe_timeout:g} must be positive", "give seconds, e.g. --probe-timeout 10")
 
-    probe_options = {name: dict(opts) for name, opts in file_data.get("probes", {}).items() if isinstance(opts, dict)}
+    probe_options = _probe_options(file_data, path) if path else {}
     sections = {k: v for k, v in file_data.items() if k not in ("targets", "run", "probes", "__text__")}
     return Settings(
         targets=targets,

@@ -40,6 +40,7 @@ class ProbeContext:
     # What the probe has observed so far; kept if the probe times out.
     partial: dict[str, Any] = field(default_factory=dict)
     log: logging.Logger = field(default_factory=lambda: logging.getLogger("qdiag"))
+    _options: dict[str, Any] | None = field(default=None, repr=False)
 
     @property
     def targets(self) -> Targets:
@@ -51,8 +52,15 @@ class ProbeContext:
 
     @property
     def options(self) -> Mapping[str, Any]:
-        """This probe's [probes.NAME] table from the config file."""
-        return self.settings.options_for(self.name)
+        """This probe's [probes.NAME] options: every declared key, checked, defaults filled in."""
+        if self._options is None:
+            from qdiag.options import validate
+            from qdiag.probe import REGISTRY
+
+            given = self.settings.options_for(self.name)
+            probe = REGISTRY.get(self.name)
+            self._options = validate(self.name, probe.options, given) if probe else dict(given)
+        return self._options
 
     def remaining(self) -> float:
         return max(0.0, self.deadline - self.clock())

@@ -21,8 +21,10 @@ Everything else is the probe's own and goes into the snapshot as is.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable
+
+from qdiag.options import Option, declared
 
 if TYPE_CHECKING:
     from qdiag.context import ProbeContext
@@ -60,14 +62,17 @@ class Probe:
     # from the broker side ([{"pid", "via", "subject"}]) so that process-level
     # probes look at them without --pid.
     discover: Callable[["ProbeContext"], list] | None = None
+    # Its [probes.NAME] keys, the runner's `enabled` and `timeout` included.
+    options: dict[str, Option] = field(default_factory=dict)
 
 
 REGISTRY: dict[str, Probe] = {}
 
 
 def register(name: str, *, description: str, needs: tuple[str, ...] = (), timeout_s: float = 10.0,
-             discover: Callable | None = None):
-    """Decorator: register `collect` as the probe `name`. One line per probe."""
+             discover: Callable | None = None, options: tuple[Option, ...] = ()):
+    """Decorator: register `collect` as the probe `name`. One line per probe
+    (plus its option declarations)."""
     unknown = [n for n in needs if n not in TARGET_KINDS]
     if unknown:
         raise ValueError(f"probe {name}: unknown target kinds {unknown}")
@@ -75,7 +80,8 @@ def register(name: str, *, description: str, needs: tuple[str, ...] = (), timeou
     def wrap(collect):
         if name in REGISTRY and REGISTRY[name].collect is not collect:
             raise ValueError(f"probe {name} registered twice")
-        REGISTRY[name] = Probe(name, collect, description, tuple(needs), float(timeout_s), discover)
+        REGISTRY[name] = Probe(name, collect, description, tuple(needs), float(timeout_s), discover,
+                               declared(options))
         return collect
 
     return wrap

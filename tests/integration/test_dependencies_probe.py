@@ -321,8 +321,10 @@ def test_vanished_pid_is_a_note_and_still_not_applicable():
         dependencies.collect(make_ctx(pids=(proc.pid,)))
 
 
-def test_bad_option_is_a_probe_error():
-    with pytest.raises(P.ProbeError, match="samples"):
+def test_bad_option_is_a_config_error():
+    from qdiag.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"\[probes.dependencies\] samples = 'many' is not a whole number"):
         dependencies.collect(make_ctx(dependencies=("tcp://127.0.0.1:1",), options={"samples": "many"}))
 
 

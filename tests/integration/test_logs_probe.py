@@ -131,7 +131,9 @@ def test_invalid_user_pattern_is_a_probe_error_naming_it(tmp_path):
     plant(tmp_path, "consumer.log.tmpl")
     with pytest.raises(P.ProbeError, match=r"pattern 'stuck_batch' is not a valid regular expression"):
         logs.collect(make_ctx(logs=(str(tmp_path / "*.log"),), options={"patterns": {"stuck_batch": "batch ("}}))
-    with pytest.raises(P.ProbeError, match="patterns must be a table"):
+    from qdiag.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"\[probes.logs\] patterns = \['x'\] is not a table"):
         logs.collect(make_ctx(logs=(str(tmp_path / "*.log"),), options={"patterns": ["x"]}))
 
 

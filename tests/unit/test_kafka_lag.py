@@ -398,16 +398,18 @@ def test_member_assignment_shapes_of_both_kafka_python_generations():
 
 
 def test_options_are_checked():
-    class Ctx:
-        def __init__(self, options):
-            self.options = options
+    from qdiag.errors import ConfigError
+    from qdiag.options import validate
+    from qdiag.probe import all_probes
 
-    assert probe._options(Ctx({}))["allowed_lag"] == 0
-    assert probe._options(Ctx({"read_committed": True, "timeout": 30}))["read_committed"] is True
+    declared = all_probes()["kafka"].options
+    assert validate("kafka", declared, {})["allowed_lag"] == 0
+    assert validate("kafka", declared, {"read_committed": True, "timeout": 30})["read_committed"] is True
+    assert validate("kafka", declared, {"security_protocol": "sasl_ssl"})["security_protocol"] == "SASL_SSL"
     for bad in ({"allowed_lag": -1}, {"samples": 2}, {"read_committed": "yes"}, {"security_protocol": "TLS"},
                 {"no_such": 1}):
-        with pytest.raises(probe.ProbeError, match=r"\[probes.kafka\]"):
-            probe._options(Ctx(bad))
+        with pytest.raises(ConfigError, match=r"\[probes.kafka\]"):
+            validate("kafka", declared, bad)
 
 
 def test_client_config_keeps_only_keys_the_client_knows():

@@ -148,12 +148,12 @@ class TestTimeoutPrecedence:
         assert effective_timeout(p, settings(tmp_path, window=2, probe_timeout=3)) == 5
 
     def test_probe_option_beats_global(self, tmp_path):
-        (tmp_path / "qdiag.toml").write_text("[probes.x]\ntimeout = 11\n")
-        p = make("x", lambda ctx: {}, timeout_s=7)
+        (tmp_path / "qdiag.toml").write_text("[probes.host]\ntimeout = 11\n")
+        p = make("host", lambda ctx: {}, timeout_s=7)
         assert effective_timeout(p, settings(tmp_path, window=2, probe_timeout=3)) == 13
 
 
 def test_probe_disabled_in_config_is_skipped(tmp_path):
-    (tmp_path / "qdiag.toml").write_text("[probes.x]\nenabled = false\n")
-    results, _ = Runner(settings(tmp_path), [make("x", lambda ctx: {})]).run()
+    (tmp_path / "qdiag.toml").write_text("[probes.host]\nenabled = false\n")
+    results, _ = Runner(settings(tmp_path), [make("host", lambda ctx: {})]).run()
     assert results[0].status == P.SKIPPED and "config" in results[0].error
