@@ -27,6 +27,7 @@ from qdiag.localsockets import norm_ip
 from qdiag.probe import NotApplicable, ProbeError, Option, register
 from qdiag.redact import Redactor
 
+from . import _dependencies_facts
 from ._latency import Endpoint, parse_endpoint, parse_status_line, summarize, tcp_label
 
 DEFAULTS = {
@@ -373,7 +374,7 @@ def _endpoint_doc(ep: Endpoint, samples: list[dict], complete: bool, insecure: b
               Option("max_discovered", "int", DEFAULTS["max_discovered"], "discovered endpoints timed", low=0, high=100),
               Option("workers", "int", DEFAULTS["workers"], "endpoints timed at once", low=1, high=32),
               Option("exclude", "list", DEFAULTS["exclude"], "HOST:PORT never reported as discovered"),
-          ))
+          ), diagnosis=_dependencies_facts.CONTRIBUTION)
 def collect(ctx: ProbeContext) -> dict:
     count = ctx.options["samples"]
     request_timeout = ctx.options["request_timeout"]

@@ -19,6 +19,7 @@ from typing import Any, Callable
 
 from qdiag.probe import NotApplicable, ProbeError, Option, register
 
+from . import _host_facts
 from . import _host_parse as hp
 
 DEFAULT_SAMPLES = 3
@@ -401,7 +402,7 @@ def build_report(samples: list[dict], disks: set[str] | None, kernel_log: dict |
               Option("kernel_log", "bool", True, "read OOM kills from the kernel log (/dev/kmsg)"),
               Option("kmsg_max_bytes", "int", DEFAULT_KMSG_MAX_BYTES, "bytes of the kernel log read, from the end",
                      low=4096, high=64 << 20),
-          ))
+          ), diagnosis=_host_facts.CONTRIBUTION)
 def collect(ctx) -> dict:
     system = platform.system()
     if system != "Linux":

@@ -27,6 +27,7 @@ from typing import Any, Callable
 from qdiag.context import ProbeContext
 from qdiag.probe import ProbeError, Option, register
 
+from . import _kafka_facts
 from . import _kafka_lag as lag
 
 DEFAULTS: dict[str, Any] = {
@@ -819,7 +820,7 @@ def discover(ctx: ProbeContext) -> list[dict]:
 
 @register("kafka", description="Kafka consumer groups: lag per partition, produce and consume rates, "
                               "Burrow-style status, seconds behind, retention risk",
-          needs=("kafka",), timeout_s=15, discover=discover, options=OPTIONS)
+          needs=("kafka",), timeout_s=15, discover=discover, options=OPTIONS, diagnosis=_kafka_facts.CONTRIBUTION)
 def collect(ctx: ProbeContext) -> dict:
     opts = _options(ctx)
     admin = _Admin(ctx, opts)

@@ -17,6 +17,7 @@ from qdiag.context import ProbeContext
 from qdiag.probe import NotApplicable, ProbeError, Option, register
 from qdiag.redact import Redactor
 
+from . import _logs_facts
 from ._log_scan import Matcher, SourceScan, Tallies, compile_patterns, iso_local, looks_binary, read_tail, scan
 
 DEFAULTS: dict[str, Any] = {
@@ -209,7 +210,7 @@ def read_journal(minutes: float, max_bytes: int, units: list[str], timeout: floa
               Option("journal", "bool", DEFAULTS["journal"], "also read the systemd journal"),
               Option("journal_units", "list", DEFAULTS["journal_units"], "only these units (all when empty)"),
               Option("patterns", "table", DEFAULTS["patterns"], "id = \"regex\" added to the built-in patterns"),
-          ))
+          ), diagnosis=_logs_facts.CONTRIBUTION)
 def collect(ctx: ProbeContext) -> dict:
     minutes = ctx.options["minutes"]
     max_bytes = ctx.options["max_bytes"]

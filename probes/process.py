@@ -22,6 +22,8 @@ import psutil
 from qdiag import target_processes
 from qdiag.probe import NotApplicable, Option, register
 
+from . import _process_facts
+
 CMDLINE_MAX_CHARS = 500
 TOP_N = 5
 MAX_TARGETS = 20  # per run, for --process matches; explicit --pid and discovered pids are always kept
@@ -654,6 +656,7 @@ def _top(samples: list, own: set[int], ncpu: int, window_start_wall: float, targ
 @register("process", timeout_s=5,
           options=(Option("max_targets", "int", MAX_TARGETS, "processes a --process pattern may select",
                           low=1, high=1000),),
+          diagnosis=_process_facts.CONTRIBUTION,
           description="Consumer processes (--pid, --process, discovered) and the busiest on the host: "
                       "CPU, memory, fds, state, context switches, cgroup, accept queues, connections")
 def collect(ctx) -> dict:

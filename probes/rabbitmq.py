@@ -21,6 +21,7 @@ from urllib.parse import quote, urlsplit
 
 from qdiag.context import DeadlineReached
 from qdiag.probe import NotApplicable, ProbeError, Option, register
+from . import _rabbitmq_facts
 from . import _rabbitmq_parse as rp
 
 # The cheap pass over every queue: what depth, selection (deepest, growing,
@@ -681,7 +682,8 @@ def discover(ctx) -> list[dict]:
 
 @register("rabbitmq", description="RabbitMQ queues: depth, rates, consumers, fill vs length limits, dead letters, "
                                   "node alarms, throttled connections (management API, or AMQP passive declare)",
-          needs=("rabbitmq",), timeout_s=15, discover=discover, options=OPTIONS)
+          needs=("rabbitmq",), timeout_s=15, discover=discover, options=OPTIONS,
+          diagnosis=_rabbitmq_facts.CONTRIBUTION)
 def collect(ctx) -> dict:
     target = ctx.targets.rabbitmq
     if target is None:

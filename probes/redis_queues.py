@@ -27,6 +27,7 @@ from typing import Any, Callable
 from qdiag.context import DeadlineReached
 from qdiag.probe import NotApplicable, ProbeError, Option, register
 
+from . import _redis_facts
 from . import _redis_parse as rp
 
 DEFAULTS: dict[str, float | int] = {
@@ -1269,7 +1270,8 @@ def discover(ctx) -> list[dict]:
 
 @register("redis", description="Redis streams and consumer groups, Celery/RQ/Sidekiq/Dramatiq list queues, "
                                "memory and eviction, blocked clients (read-only)",
-          needs=("redis",), timeout_s=15, discover=discover, options=OPTIONS)
+          needs=("redis",), timeout_s=15, discover=discover, options=OPTIONS,
+          diagnosis=_redis_facts.CONTRIBUTION)
 def collect(ctx) -> dict:
     target = ctx.targets.redis
     if target is None:

@@ -29,6 +29,7 @@ from qdiag import target_processes
 from qdiag.probe import NotApplicable, ProbeError, Option, register
 
 from . import _threads_classify as tc
+from . import _threads_facts
 
 DEFAULT_DUMPS = 3
 DEFAULT_MAX_PROCESSES = 8
@@ -53,7 +54,7 @@ DEFAULT_BROKER_PORTS = {"kafka": {9092}, "amqp": {5672, 5671}, "redis": {6379}}
               Option("jcmd_timeout", "float", JCMD_TIMEOUT_S, "seconds one jcmd dump may take", low=0.1, high=120),
               Option("py_spy", "executable", None, "path of py-spy (default: found on PATH)"),
               Option("jcmd", "executable", None, "path of jcmd (default: found on PATH)"),
-          ))
+          ), diagnosis=_threads_facts.CONTRIBUTION)
 def collect(ctx) -> dict:
     import psutil
 

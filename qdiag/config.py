@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from qdiag import targets as tg
+from qdiag.brokers import BROKERS
 from qdiag.errors import ConfigError, UsageError
 
 if sys.version_info >= (3, 11):
@@ -30,7 +31,8 @@ class Settings:
     window_s: float = DEFAULT_WINDOW_S
     timeout_s: float = DEFAULT_TIMEOUT_S  # the whole run
     probe_timeout_s: float | None = None  # every probe, unless a [probes.NAME] timeout says otherwise
-    auto_detect: bool = True
+    # None: look for local brokers only when no broker is named; True: also then; False: never.
+    auto_detect: bool | None = None
     only_probes: tuple[str, ...] = ()  # --probe NAME: run just these
     skip_probes: tuple[str, ...] = ()  # --no-probe NAME
     probe_options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # [probes.NAME] tables
@@ -44,7 +46,7 @@ class Settings:
 
 # The keys each layer understands: name -> (kind, parser)
 _TARGET_KEYS = {
-    "kafka": "str", "rabbitmq": "str", "redis": "str",
+    **{name: "str" for name in BROKERS},
     "queues": "list", "groups": "list", "pids": "list", "processes": "list",
     "dependencies": "list", "logs": "list",
 }
@@ -187,9 +189,7 @@ def resolve(flags: Mapping[str, Any], env: Mapping[str, str] | None = None, cwd:
         merged[key] = value
 
     targets = tg.Targets(
-        kafka=tg.parse_kafka(merged["kafka"]) if merged.get("kafka") else None,
-        rabbitmq=tg.parse_rabbitmq(merged["rabbitmq"]) if merged.get("rabbitmq") else None,
-        redis=tg.parse_redis(merged["redis"]) if merged.get("redis") else None,
+        **{name: broker.parse(merged[name]) if merged.get(name) else None for name, broker in BROKERS.items()},
         queues=tuple(str(q) for q in merged.get("queues", ())),
         groups=tuple(str(g) for g in merged.get("groups", ())),
         pids=tuple(tg.parse_pid(p) for p in merged.get("pids", ())),
@@ -217,7 +217,7 @@ def resolve(flags: Mapping[str, Any], env: Mapping[str, str] | None = None, cwd:
         window_s=float(window),
         timeout_s=float(timeout),
         probe_timeout_s=probe_timeout,
-        auto_detect=bool(merged.get("auto_detect", True)),
+        auto_detect=merged.get("auto_detect"),
         only_probes=tuple(flags.get("only_probes") or ()),
         skip_probes=tuple(flags.get("skip_probes") or ()),
         probe_options=probe_options,

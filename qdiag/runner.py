@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
 from qdiag import probe as P
+from qdiag.brokers import BROKERS
 from qdiag.config import Settings
 from qdiag.context import DeadlineReached, Paths, ProbeContext
 from qdiag.errors import UsageError
@@ -71,7 +72,7 @@ def _why_not_applicable(probe: P.Probe, settings: Settings) -> str | None:
         return None
     if any(settings.targets.has(kind) for kind in probe.needs):
         return None
-    flags = {"kafka": "--kafka", "rabbitmq": "--rabbitmq", "redis": "--redis", "processes": "--pid/--process",
+    flags = {**{name: b.flag for name, b in BROKERS.items()}, "processes": "--pid/--process",
              "dependencies": "--dependency", "logs": "--log"}
     return "no target: give " + " or ".join(flags[k] for k in probe.needs)
 

@@ -29,7 +29,6 @@ SCHEMA = f"{SCHEMA_PREFIX}{VERSION}"
 # version N -> function upgrading a version-N document to N+1.
 MIGRATIONS: dict[int, Callable[[dict], dict]] = {}
 
-_LIBRARIES = ("psutil", "kafka-python", "pika", "redis", "requests", "rich", "typer", "py-spy")
 
 
 def utc_now_iso(wall: float | None = None) -> str:
@@ -43,15 +42,28 @@ def host_identity() -> dict[str, Any]:
             "machine": uname.machine, "cpu_count": os.cpu_count(), "python": platform.python_version()}
 
 
+def _dependencies(metadata) -> list[tuple[str, bool]]:
+    """The distributions qdiag depends on, as its installed metadata declares them."""
+    import re
+
+    try:
+        requirements = metadata.requires("qdiag") or []
+    except metadata.PackageNotFoundError:
+        return []
+    # A requirement with an environment marker (tomli before 3.11) is listed only where installed.
+    return [(re.split(r"[\s<>=!~;\[]", r, maxsplit=1)[0], ";" in r) for r in requirements if "extra ==" not in r]
+
+
 def library_versions() -> dict[str, str | None]:
     from importlib import metadata
 
     versions: dict[str, str | None] = {"qdiag": __version__}
-    for name in _LIBRARIES:
+    for name, conditional in _dependencies(metadata):
         try:
             versions[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
-            versions[name] = None
+            if not conditional:
+                versions[name] = None
     return versions
 
 

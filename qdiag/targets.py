@@ -66,11 +66,18 @@ class Targets:
     dependencies: tuple[str, ...] = ()
     logs: tuple[str, ...] = ()
 
+    def broker(self, name: str):
+        """The target of the broker registered as `name` (qdiag/brokers.py), or None."""
+        return getattr(self, name, None)
+
     def secrets(self) -> set[str]:
+        from qdiag.brokers import BROKERS
+
         found = set()
-        for t in (self.rabbitmq, self.redis):
-            if t is not None and t.password:
-                found.add(t.password)
+        for name in BROKERS:
+            password = getattr(self.broker(name), "password", None)
+            if password:
+                found.add(password)
         for dep in self.dependencies:
             try:
                 pw = urlsplit(dep).password
@@ -83,13 +90,10 @@ class Targets:
     def has(self, kind: str) -> bool:
         """Whether a target of this kind was given: used for probes' `needs`."""
         value = {
-            "kafka": self.kafka,
-            "rabbitmq": self.rabbitmq,
-            "redis": self.redis,
             "processes": self.pids or self.process_patterns,
             "dependencies": self.dependencies,
             "logs": self.logs,
-        }[kind]
+        }.get(kind, None) if kind in ("processes", "dependencies", "logs") else self.broker(kind)
         return bool(value)
 
 

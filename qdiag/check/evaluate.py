@@ -6,13 +6,13 @@ import fnmatch
 from dataclasses import dataclass
 from typing import Any
 
+from qdiag.brokers import BROKERS, broker_flags
 from qdiag.check.policy import METRICS, VERDICTS, Level, Metric, Policy
 from qdiag.diagnosis.facts import probe_observations
 from qdiag.exit_codes import ExitCode
 
 OK, WARNING, CRITICAL, UNKNOWN = "OK", "WARNING", "CRITICAL", "UNKNOWN"
 STATUS_CODE = {OK: ExitCode.OK, WARNING: ExitCode.WARNING, CRITICAL: ExitCode.CRITICAL, UNKNOWN: ExitCode.UNKNOWN}
-BROKER_PROBES = ("kafka", "rabbitmq", "redis")
 
 
 @dataclass
@@ -116,7 +116,7 @@ def evaluate(report: dict, snapshot: dict, policy: Policy, queue_filter: tuple[s
 
 def _queue_checks(report, probes, policy, queue_filter) -> list[CheckResult]:
     out = []
-    for name in BROKER_PROBES:
+    for name in BROKERS:  # each broker's probe carries its name
         probe = probes.get(name)
         if probe and probe["status"] in ("error", "timeout"):
             out.append(CheckResult(f"{name} probe", UNKNOWN, None, None, None, "",
@@ -126,7 +126,7 @@ def _queue_checks(report, probes, policy, queue_filter) -> list[CheckResult]:
     if not queues and not out:
         wanted = ", ".join(queue_filter) if queue_filter else "any queue"
         out.append(CheckResult("queues", UNKNOWN, None, None, None, "",
-                               f"no queue matched {wanted}: give --kafka, --rabbitmq or --redis (and check --queue)"))
+                               f"no queue matched {wanted}: give {broker_flags()} (and check --queue)"))
     for queue in queues:
         for metric_name, level in _queue_levels(policy, queue).items():
             if level.warn is None and level.crit is None:

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from qdiag.diagnosis import expr, template
-from qdiag.diagnosis.facts import Subject, in_focus, queue_records, queue_subject, subjects
+from qdiag.diagnosis.facts import Subject, in_focus, queue_records, queue_subject, steps_fed, subjects
 from qdiag.diagnosis.playbook import Rule
 from qdiag.diagnosis.taxonomy import CAUSES, STEPS
 
@@ -194,16 +194,12 @@ def steps(hits: list[Hit], snapshot: dict) -> list[dict[str, Any]]:
     return out
 
 
-_STEP_SOURCES = {1: ("kafka", "rabbitmq", "redis", "logs"), 2: ("host", "process"), 3: ("threads", "kafka", "rabbitmq", "redis"),
-                 4: ("dependencies", "threads"), 5: ("rabbitmq", "redis", "kafka", "host", "process"),
-                 6: ("kafka", "rabbitmq", "redis")}
-
-
 def _why_nothing(number: int, statuses: dict) -> str:
-    ran = [n for n in _STEP_SOURCES[number] if statuses.get(n, {}).get("status") == "ok"]
+    sources = steps_fed(number)
+    ran = [n for n in sources if statuses.get(n, {}).get("status") == "ok"]
     if ran:
         return "nothing found (looked at: " + ", ".join(ran) + ")"
-    reasons = [f"{n}: {statuses[n].get('error') or statuses[n].get('status')}" for n in _STEP_SOURCES[number]
+    reasons = [f"{n}: {statuses[n].get('error') or statuses[n].get('status')}" for n in sources
                if n in statuses]
     return "skipped: no data" + (" (" + "; ".join(reasons) + ")" if reasons else "")
 

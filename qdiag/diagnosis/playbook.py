@@ -114,7 +114,7 @@ def _parse_rule(raw: dict, text: str, source: str, start: int) -> Rule:
         raise fail(sorted(unknown)[0], f"unknown key(s) {sorted(unknown)}", "allowed: " + ", ".join(sorted(_RULE_KEYS)))
     rule_id = raw.get("id")
     if not isinstance(rule_id, str) or not _ID.match(rule_id):
-        raise fail("id", "needs an id of lower-case letters, digits, '.', '-' or '_'", 'e.g. id = "kafka-lag-growing"')
+        raise fail("id", "needs an id of lower-case letters, digits, '.', '-' or '_'", 'e.g. id = "consumer-lag-growing"')
     if raw.get("enabled", True) is False and set(raw) <= {"id", "enabled"}:
         return Rule(id=rule_id, cause="", kind="", when="False", weight=0, evidence="", enabled=False,
                     source=f"{source}:{start}")

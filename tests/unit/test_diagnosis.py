@@ -364,16 +364,18 @@ def test_crowded_kafka_discovery_trusts_only_the_named_pid():
 def test_partition_facts():
     rows = [{"partition": 0, "lag": 10, "rate_in": 1.0}, {"partition": 1, "lag": 990, "rate_in": 9.0},
             {"partition": 2, "lag": 0, "rate_in": 0.0}]
-    got = facts.partition_facts(rows)
+    from qdiag.probes._kafka_facts import partition_facts
+
+    got = partition_facts(rows)
     assert got["hot_partition"] == 1 and got["hot_lag_share"] == 0.99 and got["hot_rate_share"] == 0.9
     assert got["lagging_partitions"] == 1 and got["other_partitions_lag"] == 10
 
 
 def test_cpu_busy_counts_against_the_quota():
     quota = {"cgroup_stats": {"cpu": {"quota_cores": 0.25}}}
-    assert facts._cpu_busy({"cpu_percent": 25.0, **quota}) == 100.0
-    assert facts._cpu_busy({"cpu_percent": 25.0}) == 25.0
-    assert facts._cpu_busy({"cpu_percent": None}) is None
+    assert facts.cpu_busy({"cpu_percent": 25.0, **quota}) == 100.0
+    assert facts.cpu_busy({"cpu_percent": 25.0}) == 25.0
+    assert facts.cpu_busy({"cpu_percent": None}) is None
 
 
 def test_report_replays_the_same_ranking_from_a_copy():
@@ -409,9 +411,8 @@ def test_every_cause_is_reachable_and_every_step_has_rules():
 
 
 def test_broker_ports_follow_the_run_targets():
-    from qdiag.diagnosis.facts import broker_ports
+    from qdiag.brokers import client_ports
 
-    snap = {"settings": {"targets": {"kafka": "k1:19092,k2:19093", "rabbitmq": "amqp://u:***@r:5673/%2F",
-                                     "redis": "redis://:***@h:6380/0"}}}
-    assert broker_ports(snap) >= {19092, 19093, 5673, 6380, 9092, 5672, 6379}
-    assert broker_ports({}) == {9092, 5672, 5671, 6379}
+    targets = {"kafka": "k1:19092,k2:19093", "rabbitmq": "amqp://u:***@r:5673/%2F", "redis": "redis://:***@h:6380/0"}
+    assert client_ports(targets) >= {19092, 19093, 5673, 6380, 9092, 5672, 6379}
+    assert client_ports({}) == {9092, 5672, 5671, 6379}
