@@ -20,8 +20,9 @@ qdiag/probe.py), and this module only joins what probes share:
   lists for context are not, and rank after them.
 
 The facts every subject carries (`shared`): `backlog_any`, `backlog_in_focus`,
-`backlog_or_unknown`, `queues_backing_up`, `queues_known`, plus each probe's
-context facts (the host's, under "host").
+`backlog_or_unknown`, `queues_backing_up`, `queues_known`, `symptoms` (backlogs
+seen without a broker, e.g. "queue full" in a log: they count as a backlog in
+focus), plus each probe's context facts (the host's, under "host").
 """
 
 from __future__ import annotations
@@ -392,14 +393,24 @@ def join(snapshot: dict, baseline_snapshot: dict | None = None) -> tuple[Joined,
         # no way to know of one, and they run on the consumer's evidence alone.
         "backlog_or_unknown": backlog_in_focus or not queues,
     })
+    symptoms: list[dict] = []
     for probe, obs in contributors:
         if probe.diagnosis.context:
-            joined.shared.update(probe.diagnosis.context(obs, joined) or {})
+            context = dict(probe.diagnosis.context(obs, joined) or {})
+            symptoms += context.pop("symptoms", None) or []
+            joined.shared.update(context)
+    if symptoms:
+        # A backlog no broker shows (an in-process queue logging "queue full"):
+        # the symptom stands for the backlog the consumer-side rules explain.
+        joined.shared.update(symptoms=symptoms, backlog_in_focus=True, backlog_any=True, backlog_or_unknown=True)
     return joined, contributors
 
 
 def subjects(snapshot: dict, baseline_snapshot: dict | None = None) -> Iterator[Subject]:
-    joined, contributors = join(snapshot, baseline_snapshot)
+    yield from subjects_of(*join(snapshot, baseline_snapshot))
+
+
+def subjects_of(joined: Joined, contributors: list[tuple[Probe, dict]]) -> Iterator[Subject]:
     for facts in joined.queues:
         yield Subject("queue", facts["subject"], {**joined.shared, **facts})
     for probe, obs in contributors:

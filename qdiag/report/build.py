@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from qdiag.diagnosis import engine
+from qdiag.diagnosis import facts
 from qdiag.diagnosis.facts import queue_facts, queue_records
 from qdiag.diagnosis.playbook import Rule
 
@@ -38,9 +39,14 @@ def _queue_order(row: dict) -> tuple:
     return (not row["backing_up"], -fill, -depth, row["subject"])
 
 
+def _verdict(assessed: dict) -> dict[str, Any]:
+    return {"verdict": assessed["verdict"], "verdict_reasons": assessed["reasons"]}
+
+
 def build_report(snapshot: dict, rules: list[Rule], baseline: dict | None = None) -> dict[str, Any]:
     queues = sorted((_queue_row(queue_facts(r, None)) for r in queue_records(snapshot)), key=_queue_order)
-    hits = engine.evaluate(rules, snapshot, baseline)
+    joined, contributors = facts.join(snapshot, baseline)
+    hits = engine.evaluate_subjects(rules, list(facts.subjects_of(joined, contributors)))
     ranked = engine.rank(hits)
     root_causes = [c for c in ranked if c["score"] >= engine.SCORE_FLOOR]
     return {
@@ -48,7 +54,7 @@ def build_report(snapshot: dict, rules: list[Rule], baseline: dict | None = None
         "generated_at": snapshot["created_at"],
         "host": snapshot["host"].get("hostname"),
         "window_s": snapshot["window_s"],
-        "verdict": engine.verdict(snapshot, queues, ranked),
+        **_verdict(engine.assess(snapshot, queues, ranked, joined.shared)),
         "queues": queues,
         "root_causes": root_causes,
         "steps": engine.steps(hits, snapshot),

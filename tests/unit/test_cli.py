@@ -19,7 +19,9 @@ def test_investigate_json_is_a_valid_report(capsys):
     assert r.code == 0, r.err
     doc = r.json()
     assert doc["schema"] == "qdiag.report/1"
-    assert doc["verdict"] in ("healthy", "degraded", "critical")
+    # Nothing to look at: not "healthy", and the report says what to give.
+    assert doc["verdict"] == "unknown"
+    assert any("no queue was observed" in r for r in doc["verdict_reasons"])
     assert [s["number"] for s in doc["steps"]] == [1, 2, 3, 4, 5, 6]
     statuses = {p["name"]: p["status"] for p in doc["probes"]}
     assert statuses["host"] == "ok" and statuses["process"] == "ok"
