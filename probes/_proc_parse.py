@@ -186,11 +186,13 @@ def parse_wchan(text: str) -> str | None:
     return None if text in ("", "0") else text
 
 
-def parse_schedstat(text: str) -> tuple[int, int] | None:
-    """/proc/<pid>/task/<tid>/schedstat -> (ns on a CPU, ns runnable but waiting for one)."""
+def parse_schedstat(text: str) -> tuple[int, int, int] | None:
+    """/proc/<pid>/task/<tid>/schedstat -> (ns on a CPU, ns runnable but waiting
+    for one, timeslices run).  A thread whose timeslice count did not move was
+    never woken up in between."""
     fields = text.split()
     try:
-        return int(fields[0]), int(fields[1])
+        return int(fields[0]), int(fields[1]), int(fields[2])
     except (ValueError, IndexError):
         return None
 

@@ -50,3 +50,11 @@ def port_of(endpoint: str) -> int | None:
     """'127.0.0.1:80' or '[::1]:80' -> 80; None when there is no port."""
     _, sep, port = endpoint.rpartition(":")
     return int(port) if sep and port.isdigit() else None
+
+
+def split_endpoint(endpoint: str) -> tuple[str, int] | None:
+    """'127.0.0.1:80' -> ('127.0.0.1', 80); '[::1]:80' -> ('::1', 80); None without a port."""
+    port = port_of(endpoint)
+    if port is None:
+        return None
+    return endpoint.rpartition(":")[0].strip("[]"), port

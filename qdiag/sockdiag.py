@@ -230,6 +230,9 @@ class TcpInfoReader:
             records, _ = parse_sock_diag(self.sock.recv(RECV_BYTES))
         except FileNotFoundError:  # ENOENT: the connection is gone
             return None
+        except TimeoutError:  # a late answer would be read as the next one's: start afresh
+            self.close()
+            return None
         for rec in records:
             if "tcp_info" in rec and (inode is None or rec["inode"] == inode):
                 return rec["tcp_info"]
