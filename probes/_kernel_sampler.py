@@ -30,6 +30,7 @@ from qdiag.endpoints import split_endpoint
 
 from . import _kernel_waits as kw
 from . import _proc_parse as pp
+from ._proc_read import read_proc, socket_inodes
 
 DEFAULT_INTERVAL_S = 0.1
 MAX_THREADS = 64           # threads sampled per process (the lowest tids; the rest are counted)
@@ -39,26 +40,9 @@ MAX_WAIT_FDS = 256         # fds resolved per blocked call (a poll or epoll on t
 MAX_SAMPLES = 3000         # samples kept per thread (a 5-minute window at 100 ms)
 TABLE_REFRESH_S = 1.0      # re-read the socket tables this often, to see new connections
 MISS_REFRESH_S = 0.25      # and at most this often when a waited-on socket is not in them
-STAT_BYTES = 4096
 NET_TABLE_BYTES = 16 << 20
 FDINFO_BYTES = 64 << 10
 _GONE = (errno.ENOENT, errno.ESRCH)
-
-
-def _read(path: str, limit: int = STAT_BYTES) -> str:
-    """A /proc file, whole up to `limit` bytes (seq_files hand out a page or so per read)."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        chunks, size = [], 0
-        while size < limit:
-            chunk = os.read(fd, min(65536, limit - size))
-            if not chunk:
-                break
-            chunks.append(chunk)
-            size += len(chunk)
-    finally:
-        os.close(fd)
-    return b"".join(chunks).decode("utf-8", "replace")
 
 
 def _why(exc: OSError) -> str:
@@ -116,11 +100,12 @@ class _Process:
             return False
         return header[:4] == b"\x7fELF" and header[4:5] == b"\x01"  # EI_CLASS 1: ELFCLASS32
 
-    def _same_netns(self) -> bool:
+    def _same_netns(self) -> bool | None:
+        """Whether sock_diag (which sees qdiag's own network namespace) can see this process's sockets."""
         try:
             return os.readlink(f"{self.base}/ns/net") == os.readlink(f"{self.owner.proc_root}/self/ns/net")
         except OSError:
-            return False
+            return None
 
     # -------------------------------------------------------------- one tick
 
@@ -144,7 +129,9 @@ class _Process:
             self._refresh_tables(now)
         self._sample_connections(now)
         for tid in tids[:self.owner.max_threads]:
-            self._sample_thread(tid, now)
+            if not self._sample_thread(tid, now):
+                self._gone(now)
+                return
         if self.pid in self.threads and self.starttime is not None:
             if self.threads[self.pid].get("starttime") != self.starttime:
                 self._gone(now)  # the pid now names another process
@@ -153,17 +140,20 @@ class _Process:
         if self.gone_after is None:
             self.gone_after = now
 
-    def _sample_thread(self, tid: int, now: float) -> None:
+    def _sample_thread(self, tid: int, now: float) -> bool:
+        """Sample one thread; False when it shows the whole process has exited."""
         tdir = f"{self.base}/task/{tid}"
         try:
-            stat = pp.parse_task_stat(_read(f"{tdir}/stat"))
+            stat = pp.parse_task_stat(read_proc(f"{tdir}/stat"))
         except OSError as exc:
             if exc.errno not in _GONE:  # a thread that just exited is simply not sampled
                 self.problems["thread stat unreadable"] += 1
-            return
+            return True
         if stat is None:
             self.problems["thread stat unparsable"] += 1
-            return
+            return True
+        if tid == self.pid and stat["state"] in ("Z", "X"):
+            return False  # exited, not yet reaped by its parent
         track = self.threads.get(tid)
         if track is None or track["starttime"] != stat["starttime"]:
             track = self.threads[tid] = {"comm": stat["comm"], "starttime": stat["starttime"], "samples": [],
@@ -174,19 +164,18 @@ class _Process:
                 self.starttime = stat["starttime"]
         cpu = stat["utime"] + stat["stime"]
         track["cpu_ticks"] = (track["cpu_ticks"][0] if track["cpu_ticks"] else cpu, cpu)
-        sched = self._schedstat(tdir)
-        if sched is not None:
-            track["sched"] = (track["sched"][0] if track["sched"] else sched, sched)
+        if track["sched"] is None:  # the end of the window is read once, by finish()
+            sched = self._schedstat(tdir)
+            track["sched"] = (sched, sched) if sched is not None else None
         sample = self._classify(tdir, stat["state"])
-        if sample is None:
-            return
-        sample["t"] = now
-        if len(track["samples"]) < MAX_SAMPLES:
+        if sample is not None and len(track["samples"]) < MAX_SAMPLES:
+            sample["t"] = now
             track["samples"].append(sample)
+        return True
 
     def _schedstat(self, tdir: str) -> tuple[int, int, int] | None:
         try:
-            return pp.parse_schedstat(_read(f"{tdir}/schedstat", 256))
+            return pp.parse_schedstat(read_proc(f"{tdir}/schedstat", 256))
         except OSError:
             return None
 
@@ -194,12 +183,13 @@ class _Process:
         call, args, readable, wchan, fds, fd_problem = None, (), True, None, None, None
         if state != "R":
             try:
-                parsed = pp.parse_syscall(_read(f"{tdir}/syscall", 512))
+                parsed = pp.parse_syscall(read_proc(f"{tdir}/syscall", 512))
             except OSError as exc:
                 if exc.errno in _GONE:
                     return None
                 readable = False
-                self.problems[f"/proc/{self.pid}/task/*/syscall unreadable ({_why(exc)})"] += 1
+                self.problems[f"/proc/{self.pid}/task/*/syscall unreadable ({_why(exc)}; "
+                              "needs root or CAP_SYS_PTRACE)"] += 1
                 parsed = None
             if parsed is not None:
                 if parsed["running"]:
@@ -209,7 +199,7 @@ class _Process:
                     call = kw.syscall_name(self.machine, parsed["nr"]) or f"syscall {parsed['nr']}"
             if kw.needs_wchan(state, call):
                 try:
-                    wchan = pp.parse_wchan(_read(f"{tdir}/wchan", 256))
+                    wchan = pp.parse_wchan(read_proc(f"{tdir}/wchan", 256))
                 except OSError:
                     wchan = None
             request = kw.fd_request(call, args) if call else None
@@ -239,7 +229,7 @@ class _Process:
                 numbers += pp.parse_fd_set(raw, nfds)
         if request.epoll is not None:
             try:
-                numbers += pp.parse_epoll_fdinfo(_read(f"{self.base}/fdinfo/{request.epoll}", FDINFO_BYTES))
+                numbers += pp.parse_epoll_fdinfo(read_proc(f"{self.base}/fdinfo/{request.epoll}", FDINFO_BYTES))
             except OSError as exc:
                 if exc.errno in _GONE:
                     return [], None  # the epoll fd was closed under us
@@ -289,15 +279,9 @@ class _Process:
 
     def _refresh_tables(self, now: float, also: int | None = None) -> None:
         self.tables_at = now
-        inodes = set()
+        inodes: set[int] = set()
         try:
-            for name in os.listdir(f"{self.base}/fd")[:MAX_FD_SCAN]:
-                try:
-                    link = os.readlink(f"{self.base}/fd/{name}")
-                except OSError:
-                    continue
-                if link.startswith("socket:["):
-                    inodes.add(int(link[8:-1]))
+            _count, inodes = socket_inodes(self.owner.proc_root, self.pid, MAX_FD_SCAN)
         except OSError as exc:
             if exc.errno not in _GONE:
                 self.problems[f"/proc/{self.pid}/fd unreadable ({_why(exc)})"] += 1
@@ -307,7 +291,7 @@ class _Process:
         wanted = inodes | ({also} if also is not None else set())
         for table, proto in (("tcp", "tcp"), ("tcp6", "tcp"), ("udp", "udp"), ("udp6", "udp")):
             try:
-                text = _read(f"{self.base}/net/{table}", NET_TABLE_BYTES)
+                text = read_proc(f"{self.base}/net/{table}", NET_TABLE_BYTES)
             except OSError:
                 continue
             for row in pp.parse_proc_net_tcp(text, wanted):
@@ -315,7 +299,7 @@ class _Process:
         missing = wanted - self.sockets.keys()
         if missing:
             try:
-                unix = pp.parse_proc_net_unix(_read(f"{self.base}/net/unix", NET_TABLE_BYTES))
+                unix = pp.parse_proc_net_unix(read_proc(f"{self.base}/net/unix", NET_TABLE_BYTES))
             except OSError:
                 unix = {}
             for inode in missing & unix.keys():
@@ -326,7 +310,8 @@ class _Process:
         if reader is None:
             return
         if not self.same_netns:
-            self.tcp_info_why = "the process is in another network namespace"
+            self.tcp_info_why = ("the process is in another network namespace" if self.same_netns is False
+                                 else "its network namespace is unreadable")
             return
         rows = [r for inode, r in self.sockets.items()
                 if inode in self.own_inodes and r["proto"] == "tcp" and r["state"] == "ESTABLISHED"]
@@ -356,6 +341,14 @@ class _Process:
             if kw.awaiting_answer(info):
                 awaiting.add(row["remote"])
         self.awaiting = awaiting
+
+    def finish(self) -> None:
+        """Read each thread's scheduler counters once more, at the end of the window."""
+        for tid, track in self.threads.items():
+            if track["sched"] is not None:
+                sched = self._schedstat(f"{self.base}/task/{tid}")
+                # A thread gone by now: its CPU ticks, not a stale pair, tell whether it woke.
+                track["sched"] = (track["sched"][0], sched) if sched is not None else None
 
     # -------------------------------------------------------------- report
 
@@ -447,6 +440,14 @@ class KernelSampler:
             if all(p.error is not None or p.gone_after is not None for p in self.processes.values()):
                 break
             next_at = max(next_at + interval, self.clock())
+        self.finish()
+
+    def finish(self) -> None:
+        """The end-of-window readings (run() calls it; call it yourself after your own ticks)."""
+        with self.lock:
+            for proc in self.processes.values():
+                if proc.error is None and proc.gone_after is None:
+                    proc.finish()
 
     def report(self) -> dict[int, dict]:
         """{pid: the process's wait attribution} (see _kernel_waits.summarise_process for the shape)."""

@@ -22,6 +22,7 @@ from qdiag.runtime import process_runtime
 from qdiag.sockdiag import listen_backlogs
 
 from ._proc_parse import cgroup_lines, parse_ctx_switches, parse_limits, parse_proc_cgroup, parse_proc_net_tcp
+from ._proc_read import read_proc, socket_inodes
 
 CMDLINE_MAX_CHARS = 500
 TOP_N = 5
@@ -57,28 +58,17 @@ def state_letter(status: str | None) -> str | None:
 
 def _read_text(path: str, limit: int = 1 << 20) -> str | None:
     try:
-        with open(path, encoding="utf-8", errors="replace") as fh:
-            return fh.read(limit)
+        return read_proc(path, limit)
     except OSError:
         return None
 
 
 def scan_fds(proc_root: str, pid: int) -> tuple[int | None, set[int] | None]:
     """(open fd count, socket inodes) from /proc/<pid>/fd; (None, None) if unreadable."""
-    fd_dir = f"{proc_root}/{pid}/fd"
     try:
-        names = os.listdir(fd_dir)
+        return socket_inodes(proc_root, pid, MAX_FD_LINKS)
     except OSError:
         return None, None
-    inodes = set()
-    for name in names[:MAX_FD_LINKS]:
-        try:
-            link = os.readlink(f"{fd_dir}/{name}")
-        except OSError:
-            continue
-        if link.startswith("socket:["):
-            inodes.add(int(link[8:-1]))
-    return len(names), inodes
 
 
 def read_ctx_switches(proc_root: str, pid: int) -> tuple[int, int] | None:

@@ -10,10 +10,12 @@ two probes spelled one address differently ('::ffff:127.0.0.1' against
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import socket
 
 
+@functools.lru_cache(maxsize=4096)  # the same few addresses come back at every sample
 def norm_ip(ip: str) -> str:
     """'::ffff:127.0.0.1' -> '127.0.0.1'; '/127.0.0.1' (Kafka's member host) -> '127.0.0.1';
     '[::1]' -> '::1'; 'fe80::1%eth0' -> 'fe80::1'.  A host name comes back unchanged."""

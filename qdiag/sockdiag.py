@@ -104,13 +104,16 @@ def _attributes(data: bytes, start: int, end: int) -> dict[int, bytes]:
     return found
 
 
+_TCP_INFO_STRUCTS = [(name, offset, struct.Struct("=" + fmt)) for name, offset, fmt in _TCP_INFO_FIELDS]
+
+
 def parse_tcp_info(payload: bytes) -> dict:
     """struct tcp_info -> its fields (times in ms or µs as the names say, counters raw)."""
     info = {}
-    for name, offset, fmt in _TCP_INFO_FIELDS:
-        size = struct.calcsize(fmt)
-        if offset + size <= len(payload):
-            info[name] = struct.unpack_from("=" + fmt, payload, offset)[0]
+    size = len(payload)
+    for name, offset, field in _TCP_INFO_STRUCTS:
+        if offset + field.size <= size:
+            info[name] = field.unpack_from(payload, offset)[0]
     if "state" in info:
         info["state"] = TCP_STATES.get(info["state"], str(info["state"]))
     return info
