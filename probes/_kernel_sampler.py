@@ -63,6 +63,7 @@ class _Process:
         self.initial_inodes: set[int] | None = None  # sockets open when sampling began
         self.waited_inodes: set[int] = set()
         self.awaiting: set[str] = set()
+        self.resolved: dict[int, dict] = {}      # fd -> resolve_fd() result, within one tick
         self.tables_at = float("-inf")
         self.mem_fd: int | None = None
         self.mem_error: str | None = None
@@ -122,6 +123,7 @@ class _Process:
             self._gone(now)
             return
         self.ticks += 1
+        self.resolved = {}  # fds are reused: resolve afresh each tick, once per fd
         self.first_t = now if self.first_t is None else self.first_t
         self.last_t = now
         self.threads_seen = max(self.threads_seen, len(tids))
@@ -235,7 +237,12 @@ class _Process:
                     return [], None  # the epoll fd was closed under us
                 self.problems[f"/proc/{self.pid}/fdinfo unreadable ({_why(exc)})"] += 1
                 return None, f"fdinfo of the epoll fd unreadable ({_why(exc)})"
-        return [self._resolve(fd) for fd in list(dict.fromkeys(numbers))[:MAX_WAIT_FDS]], None
+        out = []
+        for fd in list(dict.fromkeys(numbers))[:MAX_WAIT_FDS]:
+            if fd not in self.resolved:
+                self.resolved[fd] = self._resolve(fd)
+            out.append(self.resolved[fd])
+        return out, None
 
     def _memory(self, address: int, size: int) -> tuple[bytes | None, str | None]:
         """Bytes of the process's memory (the pollfd array or fd_set a blocked call points at)."""
@@ -402,6 +409,8 @@ class KernelSampler:
         self.tcp_reader: sockdiag.TcpInfoReader | None = sockdiag.TcpInfoReader(io_timeout) if tcp_info else None
         self.tcp_info_why: str | None = None if tcp_info else "not asked for"
         self.lock = threading.Lock()
+        self.thread: threading.Thread | None = None
+        self.stop_event = threading.Event()
         self.processes: dict[int, _Process] = {}
         for pid in dict.fromkeys(int(p) for p in pids):
             proc = _Process(pid, self)
@@ -448,6 +457,31 @@ class KernelSampler:
             for proc in self.processes.values():
                 if proc.error is None and proc.gone_after is None:
                     proc.finish()
+
+    def start(self, start: float, end: float, deadline: float, *, interval: float = DEFAULT_INTERVAL_S) -> None:
+        """run() in a background thread, so a probe can take its own samples (thread dumps) meanwhile."""
+        self.thread = threading.Thread(target=self._run_quietly, args=(start, end, deadline, interval),
+                                       name="qdiag-kernel-sampler", daemon=True)
+        self.thread.start()
+
+    def _run_quietly(self, start: float, end: float, deadline: float, interval: float) -> None:
+        try:
+            self.run(start, end, deadline, interval=interval, stop=self.stop_event)
+        except Exception as exc:  # a surprise must not kill the caller's probe; it is reported instead
+            for proc in self.processes.values():
+                proc.notes.append(f"sampling stopped early: {type(exc).__name__}: {exc}")
+
+    def join(self, timeout: float) -> bool:
+        """Wait for the background run to end (at most `timeout` s); stop it if it has not.
+        True when it ended by itself."""
+        if self.thread is None:
+            return True
+        self.thread.join(max(0.0, timeout))
+        if self.thread.is_alive():
+            self.stop_event.set()
+            self.thread.join(1.0)
+            return False
+        return True
 
     def report(self) -> dict[int, dict]:
         """{pid: the process's wait attribution} (see _kernel_waits.summarise_process for the shape)."""

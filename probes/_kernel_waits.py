@@ -403,6 +403,26 @@ def summarise_process(threads: Mapping[int, Mapping], connections: Mapping[int, 
     threads: {tid: {"comm", "samples": [{"t", "state", "call", "args", "wchan", "wait": Wait}],
     "cpu_ticks": (first, last), "sched": (first, last) of (run ns, wait ns, timeslices)}}.
     connections: {inode: {"local", "remote", "series": [(t, tcp_info)], "opened_in_window": bool}}.
+
+    Returns (every share is of all sampled thread-time: samples x threads):
+      thread_samples   int
+      shares           {kind: share} for every kind in KINDS; None when nothing was sampled
+      attribution      [{"kind", "target", "share", "threads", "max_thread_share",
+                         "protocol_guess" (peer/broker only)}], largest first.  target: "ip:port",
+                         "unix:/path", "futex 0x...", "file lock", a wchan, a local fd label, or None.
+                         max_thread_share: the largest share of ONE thread's time spent there
+                         (one consumer thread out of 20 waiting on a peer all window reads 0.05 / 1.0).
+      threads          [{"tid", "name", "samples", "dominant": {"kind", "target", "share"}, "detail"
+                         (the most common syscall or wchan), "states": {letter: n}, "never_woke",
+                         "futex", "cpu_s", "runqueue_wait_s"}], active threads first, at most
+                         max_threads_listed (threads_listed_omitted counts the rest)
+      peers            [{"peer", "kind" (peer|broker), "protocol_guess", "wait_share", "threads_waiting",
+                         "connections", "tcp": None | {"connections_sampled", "rtt_ms", "rtt_ms_max",
+                         "awaiting_answer_share", "request_waits": {"requests", "exact", "median_ms",
+                         "max_ms"}, "unacked_max", "bytes_out", "bytes_in", "retransmits"}}]
+      lock_waits_never_woke  [{"tid", "name", "wait"}]: threads whose lock wait did not change and
+                         who were never scheduled all window (deadlock candidates; idle workers
+                         waiting on a condition look the same: join with the stacks)
     """
     broker_ports = broker_ports or {}
     weight: dict[tuple[str, str | None], float] = defaultdict(float)

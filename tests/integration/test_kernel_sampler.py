@@ -14,6 +14,7 @@ import http.server
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import textwrap
@@ -391,3 +392,52 @@ def test_without_ptrace_rights_the_sampler_says_what_it_could_not_read(start, sl
     # Without the system call nothing may be said about the peer: never a guessed dependency.
     assert doc["dominant"]["kind"] in ("unreadable", "unknown"), doc
     assert not [e for e in report["attribution"] if e["kind"] == "peer"]
+
+
+def test_sampling_in_the_background_while_the_caller_works(start):
+    child, tids = start(BUSY)
+    sampler = ks.KernelSampler([child.pid])
+    try:
+        t0 = time.monotonic()
+        sampler.start(t0, t0 + 1.5, t0 + HANG_GUARD_S, interval=0.05)
+        time.sleep(0.5)  # the caller's own work (a probe takes thread dumps here)
+        assert sampler.join(HANG_GUARD_S) is True
+        report = sampler.report()[child.pid]
+    finally:
+        sampler.close()
+    assert report["ticks"] >= 2 and thread_doc(report, tids["main"])["dominant"]["kind"] == "cpu"
+
+
+def test_stopping_a_background_run_early_keeps_what_was_sampled(start):
+    child, _ = start(BUSY)
+    sampler = ks.KernelSampler([child.pid])
+    try:
+        t0 = time.monotonic()
+        sampler.start(t0, t0 + HANG_GUARD_S, t0 + HANG_GUARD_S)
+        time.sleep(0.5)
+        assert sampler.join(0) is False  # asked to end now: stopped, not waited for
+        report = sampler.report()[child.pid]
+    finally:
+        sampler.close()
+    assert report["ticks"] >= 1 and report["shares"]["cpu"] > 0
+
+
+def test_a_thread_reading_a_unix_socket_waits_on_the_path_its_peer_listens_on(start, tmp_path):
+    path = str(tmp_path / "svc.sock")
+    listener = socket.socket(socket.AF_UNIX)
+    listener.bind(path)
+    listener.listen()
+    try:
+        child, tids = start("""
+            import json, socket, sys, threading
+            conn = socket.socket(socket.AF_UNIX)
+            conn.connect(sys.argv[1])
+            print(json.dumps({"main": threading.get_native_id()}), flush=True)
+            conn.recv(1)
+        """, path)
+        accepted, _ = listener.accept()
+        report = sample([child.pid])[child.pid]
+        accepted.close()
+    finally:
+        listener.close()
+    assert thread_doc(report, tids["main"])["dominant"] == {"kind": "peer", "target": f"unix:{path}", "share": 1.0}
