@@ -134,9 +134,6 @@ class _Process:
             if not self._sample_thread(tid, now):
                 self._gone(now)
                 return
-        if self.pid in self.threads and self.starttime is not None:
-            if self.threads[self.pid].get("starttime") != self.starttime:
-                self._gone(now)  # the pid now names another process
 
     def _gone(self, now: float) -> None:
         if self.gone_after is None:
@@ -154,8 +151,11 @@ class _Process:
         if stat is None:
             self.problems["thread stat unparsable"] += 1
             return True
-        if tid == self.pid and stat["state"] in ("Z", "X"):
-            return False  # exited, not yet reaped by its parent
+        if tid == self.pid:
+            if stat["state"] in ("Z", "X"):
+                return False  # exited, not yet reaped by its parent
+            if self.starttime is not None and stat["starttime"] != self.starttime:
+                return False  # the pid now names another process
         track = self.threads.get(tid)
         if track is None or track["starttime"] != stat["starttime"]:
             track = self.threads[tid] = {"comm": stat["comm"], "starttime": stat["starttime"], "samples": [],
@@ -166,9 +166,9 @@ class _Process:
                 self.starttime = stat["starttime"]
         cpu = stat["utime"] + stat["stime"]
         track["cpu_ticks"] = (track["cpu_ticks"][0] if track["cpu_ticks"] else cpu, cpu)
-        if track["sched"] is None:  # the end of the window is read once, by finish()
+        if track["sched"] is None:  # read at the first sample; the end of the window once, by finish()
             sched = self._schedstat(tdir)
-            track["sched"] = (sched, sched) if sched is not None else None
+            track["sched"] = (sched, sched) if sched is not None else False
         sample = self._classify(tdir, stat["state"])
         if sample is not None and len(track["samples"]) < MAX_SAMPLES:
             sample["t"] = now
@@ -352,7 +352,7 @@ class _Process:
     def finish(self) -> None:
         """Read each thread's scheduler counters once more, at the end of the window."""
         for tid, track in self.threads.items():
-            if track["sched"] is not None:
+            if track["sched"]:
                 sched = self._schedstat(f"{self.base}/task/{tid}")
                 # A thread gone by now: its CPU ticks, not a stale pair, tell whether it woke.
                 track["sched"] = (track["sched"][0], sched) if sched is not None else None
