@@ -505,7 +505,7 @@ def _pids_for(peers: Mapping[tuple[str, int], str]) -> list[dict]:
 
 
 def _norm_key(host, port, found: Mapping[tuple[str, int], int]):
-    from qdiag.localsockets import norm_ip
+    from qdiag.endpoints import norm_ip
 
     key = (norm_ip(host), int(port))
     return key if key in found else None

@@ -18,7 +18,6 @@ jcmd (paths of the tools).
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -26,6 +25,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from qdiag import target_processes
+from qdiag.endpoints import format_endpoint
+from qdiag.runtime import process_runtime
 from qdiag.probe import NotApplicable, ProbeError, Option, register
 
 from . import _threads_classify as tc
@@ -155,30 +156,13 @@ def _resolve_targets(ctx, psutil, cap: int) -> tuple[list[dict], dict]:
 
 
 def _runtime(pid: int, proc, proc_root: str) -> str | None:
-    names = []
-    for getter in (lambda: proc.exe(), lambda: proc.name(), lambda: (proc.cmdline() or [""])[0]):
+    def get(read):
         try:
-            value = getter()
-        except Exception:
-            continue
-        if value:
-            names.append(os.path.basename(value).lower())
-    for name in names:
-        if re.match(r"^python(\d+(\.\d+)?)?[dmt]*$", name) or name.startswith("python3"):
-            return "python"
-        if name in ("java", "javaw"):
-            return "java"
-    # Embedded interpreters (uWSGI, PyInstaller bundles, custom launchers) show in the mapped libraries.
-    try:
-        with open(f"{proc_root}/{pid}/maps", "rb") as fh:
-            maps = fh.read(MAX_SOURCE_BYTES)
-    except OSError:
-        return None
-    if b"/libjvm.so" in maps:
-        return "java"
-    if re.search(rb"/libpython\d", maps):
-        return "python"
-    return None
+            return read()
+        except Exception:  # a field we may not read must not hide the others
+            return None
+
+    return process_runtime(proc_root, pid, get(proc.name), get(proc.exe), get(proc.cmdline))
 
 
 def _find_tool(configured, name: str, *extra_dirs: str) -> str | None:
@@ -300,7 +284,7 @@ class _Target:
         except Exception:
             conns = []
         listening = {c.laddr.port for c in conns if c.status == "LISTEN" and c.laddr}
-        self.connections = [{"raddr": _addr(c.raddr), "rport": c.raddr.port, "status": c.status,
+        self.connections = [{"raddr": format_endpoint(c.raddr.ip, c.raddr.port), "rport": c.raddr.port, "status": c.status,
                              "inbound": bool(c.laddr) and c.laddr.port in listening}
                             for c in conns if c.raddr]
 
@@ -432,10 +416,6 @@ class _Target:
         if len(self.dumps) < 2:
             doc["notes"].append("only one dump: stuck threads and deadlocks need two or more")
         return doc
-
-
-def _addr(a) -> str:
-    return f"[{a.ip}]:{a.port}" if ":" in a.ip else f"{a.ip}:{a.port}"
 
 
 def _broker_ports(targets) -> dict[str, set[int]]:

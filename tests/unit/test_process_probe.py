@@ -23,7 +23,10 @@ import pytest
 
 from qdiag import probe as P
 from qdiag.config import resolve
+from qdiag import sockdiag
+from qdiag.probes import _proc_parse as pp
 from qdiag.probes import process as proc_probe
+from qdiag.runtime import detect_runtime
 from qdiag.runner import Runner
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "process"
@@ -38,7 +41,7 @@ FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "process"
 
 
 def _rows(name, **kw):
-    return proc_probe.parse_proc_net_tcp((FIXTURES / name).read_text(), byteorder="little", **kw)
+    return pp.parse_proc_net_tcp((FIXTURES / name).read_text(), byteorder="little", **kw)
 
 
 def test_proc_net_tcp_listener_reports_accept_queue_in_rx_queue():
@@ -70,19 +73,19 @@ def test_proc_net_tcp6_addresses_including_ipv4_mapped():
 
 
 def test_proc_address_byte_order():
-    assert proc_probe.decode_proc_address("0100007F:1F90", "little") == ("127.0.0.1", 8080)
-    assert proc_probe.decode_proc_address("7F000001:1F90", "big") == ("127.0.0.1", 8080)
+    assert pp.decode_proc_address("0100007F:1F90", "little") == ("127.0.0.1", 8080)
+    assert pp.decode_proc_address("7F000001:1F90", "big") == ("127.0.0.1", 8080)
 
 
 def test_proc_net_tcp_skips_garbage_lines():
     text = "  sl  local_address ...\n   0: nonsense\n   1: ZZZZ:00 00000000:0000 0A 0:0 00:0 0 0 0 7\n"
-    assert proc_probe.parse_proc_net_tcp(text) == []
+    assert pp.parse_proc_net_tcp(text) == []
 
 
 def _diag_records():
     records, done = [], False
     for line in (FIXTURES / "sock_diag_listen.hex").read_text().split():
-        found, finished = proc_probe.parse_sock_diag(bytes.fromhex(line))
+        found, finished = sockdiag.parse_sock_diag(bytes.fromhex(line))
         records.extend(found)
         done = done or finished
     return records, done
@@ -105,7 +108,7 @@ def test_sock_diag_error_message_raises():
     payload = (-13).to_bytes(4, "little", signed=True) + b"\0" * 16
     data = (16 + len(payload)).to_bytes(4, "little") + (2).to_bytes(2, "little") + b"\0" * 10 + payload
     with pytest.raises(OSError, match="Permission denied"):
-        proc_probe.parse_sock_diag(data)
+        sockdiag.parse_sock_diag(data)
 
 
 def test_listening_summary_joins_queue_and_backlog():
@@ -126,15 +129,15 @@ def test_full_accept_queue_reads_backlog_plus_one_and_fill_is_capped():
 
 
 def test_limits_soft_and_hard():
-    limits = proc_probe.parse_limits((FIXTURES / "limits.txt").read_text())
+    limits = pp.parse_limits((FIXTURES / "limits.txt").read_text())
     assert limits["Max open files"] == (4096, 20000)
     assert limits["Max cpu time"] == (None, None)
     assert limits["Max stack size"] == (8388608, None)
 
 
 def test_ctx_switches_from_status():
-    assert proc_probe.parse_ctx_switches((FIXTURES / "status.txt").read_text()) == (14, 4)
-    assert proc_probe.parse_ctx_switches("Name:\tx\n") is None
+    assert pp.parse_ctx_switches((FIXTURES / "status.txt").read_text()) == (14, 4)
+    assert pp.parse_ctx_switches("Name:\tx\n") is None
 
 
 @pytest.mark.parametrize("name, exe, cmdline, maps, expected", [
@@ -148,7 +151,7 @@ def test_ctx_switches_from_status():
     ("pythonista", "/opt/pythonista", ["pythonista"], None, None),
 ])
 def test_detect_runtime(name, exe, cmdline, maps, expected):
-    assert proc_probe.detect_runtime(name, exe, cmdline, maps) == expected
+    assert detect_runtime(name, exe, cmdline, maps) == expected
 
 
 def test_state_letters():
