@@ -39,7 +39,11 @@ MAX_FD_SCAN = 4096         # fd links read when listing a process's sockets
 MAX_WAIT_FDS = 256         # fds resolved per blocked call (a poll or epoll on thousands: the first ones)
 MAX_SAMPLES = 3000         # samples kept per thread (a 5-minute window at 100 ms)
 TABLE_REFRESH_S = 1.0      # re-read the socket tables this often, to see new connections
-MISS_REFRESH_S = 0.25      # and at most this often when a waited-on socket is not in them
+MISS_REFRESH_S = 0.25      # and at most this often when a waited-on socket is not in them ...
+# ... unless the tables are small: a client that opens a connection per request
+# (urllib, requests without a session) waits on a new socket every time, and
+# only a fresh read names its peer.
+SMALL_TABLE_ROWS = 2000
 NET_TABLE_BYTES = 16 << 20
 FDINFO_BYTES = 64 << 10
 _GONE = (errno.ENOENT, errno.ESRCH)
@@ -65,6 +69,7 @@ class _Process:
         self.awaiting: set[str] = set()
         self.resolved: dict[int, dict] = {}      # fd -> resolve_fd() result, within one tick
         self.tables_at = float("-inf")
+        self.table_rows = 0  # rows in the socket tables at the last read
         self.mem_fd: int | None = None
         self.mem_error: str | None = None
         self.problems: Counter = Counter()
@@ -270,7 +275,8 @@ class _Process:
         kind, detail = pp.fd_target(link) if link else (None, None)
         if kind == "socket":
             self.waited_inodes.add(detail)
-            if detail not in self.sockets and self.owner.clock() - self.tables_at >= MISS_REFRESH_S:
+            pause = 0.0 if self.table_rows <= SMALL_TABLE_ROWS else MISS_REFRESH_S
+            if detail not in self.sockets and self.owner.clock() - self.tables_at >= pause:
                 self._refresh_tables(self.owner.clock(), also=detail)
             row = self.sockets.get(detail)
             if row is not None and row["proto"] == "unix" and "peer_name" not in row:
@@ -296,13 +302,16 @@ class _Process:
         if self.initial_inodes is None:
             self.initial_inodes = set(inodes)
         wanted = inodes | ({also} if also is not None else set())
+        rows = 0
         for table, proto in (("tcp", "tcp"), ("tcp6", "tcp"), ("udp", "udp"), ("udp6", "udp")):
             try:
                 text = read_proc(f"{self.base}/net/{table}", NET_TABLE_BYTES)
             except OSError:
                 continue
+            rows += text.count("\n")
             for row in pp.parse_proc_net_tcp(text, wanted):
                 self.sockets[row["inode"]] = {**row, "proto": proto}
+        self.table_rows = rows
         missing = wanted - self.sockets.keys()
         if missing:
             try:

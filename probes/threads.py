@@ -79,6 +79,10 @@ def collect(ctx) -> dict:
         dead.fail("no-process", f"pid {pid} does not exist")
         procs.append(dead)
 
+    # What the kernel says every thread waits on, sampled all window beside the
+    # dumps: it needs no runtime support (Go, Node, C consumers too) and names
+    # the peer of a socket wait and whether a lock wait ever woke.
+    kernel = _start_kernel_sampler(ctx, [p for p in procs if p.proc is not None and not p.gone])
     live = [p for p in procs if p.error is None]
     if live:
         workers = ThreadPoolExecutor(max_workers=min(4, len(live)), thread_name_prefix="qdiag-threads")
@@ -97,9 +101,13 @@ def collect(ctx) -> dict:
         for p in live:
             p.finish()
 
+    waits = _finish_kernel_sampler(ctx, kernel)
+    for p in procs:
+        p.kernel = waits.get(p.pid)
     out["processes"] = [p.report() for p in procs]
+    out["kernel_sampling"] = kernel.status if kernel else "no process to sample"
     ctx.partial.update(out)
-    dumped = [p for p in procs if p.dumps]
+    dumped = [p for p in procs if p.dumps or p.kernel]
     if not dumped:
         failures = [p for p in procs if p.error]
         if failures and all(p.error_kind == "permission" for p in failures):
@@ -220,6 +228,7 @@ class _Target:
         self.gone = False
         self.name = self.cmdline = self.runtime = self.user = None
         self.cpu_start = self.cpu_end = None
+        self.kernel: dict | None = None  # the kernel's wait attribution over the window
         self.connections: list[dict] = []
         self.proc = None
         self.lines = _SourceLines(self.pid, ctx.paths.proc)
@@ -241,8 +250,9 @@ class _Target:
             self.fail("permission", f"cannot read pid {self.pid}'s details (access denied): {tc.ATTACH_FIX}")
             return
         if self.runtime is None:
-            self.fail("unsupported", f"pid {self.pid} ({self.name or '?'}) is neither a Python nor a Java process; "
-                                     "thread dumps need one of those (py-spy for CPython, jcmd for a JVM)")
+            self.fail("unsupported", f"pid {self.pid} ({self.name or '?'}) is neither a Python nor a Java process: "
+                                     "no stacks (py-spy reads CPython, jcmd a JVM); what the kernel says its "
+                                     "threads wait on is still reported")
         elif self.runtime == "python":
             self.tool = _find_tool(opts["py_spy"], "py-spy", os.path.dirname(sys.executable))
             if self.tool is None:
@@ -399,6 +409,8 @@ class _Target:
             "dumps": len(self.dumps), "dump_offsets_s": [d["offset_s"] for d in self.dumps],
             "error": self.error, "notes": list(self.notes),
         }
+        if self.kernel is not None:
+            doc["kernel"] = self.kernel
         if not self.dumps:
             return doc
         per_thread, process_cpu = self._cpu_percent()
@@ -416,6 +428,43 @@ class _Target:
         if len(self.dumps) < 2:
             doc["notes"].append("only one dump: stuck threads and deadlocks need two or more")
         return doc
+
+
+# Seconds kept back from the deadline for the kernel sampler's summary.
+KERNEL_SUMMARY_RESERVE_S = 0.3
+
+
+class _KernelRun:
+    def __init__(self, sampler, status: str):
+        self.sampler = sampler
+        self.status = status
+
+
+def _start_kernel_sampler(ctx, procs: list) -> "_KernelRun | None":
+    if not procs:
+        return None
+    from . import _kernel_sampler
+
+    try:
+        sampler = _kernel_sampler.KernelSampler([p.pid for p in procs], broker_ports=_broker_ports(ctx.targets),
+                                                proc_root=ctx.paths.proc, clock=ctx.clock)
+    except OSError as exc:
+        return _KernelRun(None, f"unavailable: {exc}")
+    end = ctx.window_start + ctx.window_s
+    sampler.start(ctx.window_start, end, max(ctx.window_start, ctx.deadline - KERNEL_SUMMARY_RESERVE_S))
+    return _KernelRun(sampler, "sampled")
+
+
+def _finish_kernel_sampler(ctx, run: "_KernelRun | None") -> dict[int, dict]:
+    if run is None or run.sampler is None:
+        return {}
+    try:
+        # The dumps end with the window; the sampler ends there too.
+        if not run.sampler.join(max(0.0, ctx.remaining() - KERNEL_SUMMARY_RESERVE_S)):
+            run.status = "cut short by the probe's deadline"
+        return run.sampler.report()
+    finally:
+        run.sampler.close()
 
 
 def _broker_ports(targets) -> dict[str, set[int]]:

@@ -32,6 +32,9 @@ EXPLAINED_BY = {
     # A consumer spinning through redeliveries of the same messages is busy on
     # CPU because of them: the hot loop follows from the poison messages.
     "slow-consumer-logic": ("poison-message",),
+    # Commits that stall while the consumer's threads wait on a downstream
+    # service are that service's slowness seen from the broker.
+    "consumer-stuck": ("slow-dependency", "dependency-failure"),
 }
 DEMOTION = 0.9
 # Subjects the user did not point at (queues a probe reported for context while

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterator
 
 from qdiag import brokers
+from qdiag.endpoints import port_of
 from qdiag.probe import TROUBLE_STATUSES, Probe, all_probes, common_status
 
 # Seconds of work at the current consume rate that still count as messages in flight.
@@ -47,14 +48,6 @@ class Subject:
 
 def num(value: Any) -> float | None:
     return value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
-
-
-def port_of(address: str) -> int | None:
-    """The port of "ip:port" or "[ip]:port"."""
-    try:
-        return int(str(address).rsplit(":", 1)[1])
-    except (IndexError, ValueError):
-        return None
 
 
 def probe_observations(snapshot: dict, name: str) -> dict | None:
@@ -310,7 +303,7 @@ def _waits(thread_waits: dict, processes: list[dict], endpoints: list[dict], bro
     for pid, peers in thread_waits.items():
         remotes = set(((next((p for p in processes if p.get("pid") == pid), {}) .get("connections")) or {})
                       .get("remotes") or {})
-        counts: dict[str, int] = {}
+        counts: dict[str, float] = {}
         for peer, threads in (peers or {}).items():
             if peer and port_of(peer) in broker_ports:
                 continue
@@ -319,7 +312,7 @@ def _waits(thread_waits: dict, processes: list[dict], endpoints: list[dict], bro
                 matches = [e for e in endpoints if remotes & set(e.get("peers") or [])]
             if len(matches) == 1:
                 url = matches[0].get("url")
-                counts[url] = counts.get(url, 0) + int(threads or 0)
+                counts[url] = counts.get(url, 0) + float(threads or 0)
         if counts:
             url = max(counts, key=lambda u: counts[u])
             out[pid] = {"url": url, "threads": counts[url]}
