@@ -21,6 +21,7 @@ import psutil
 
 from qdiag import target_processes
 from qdiag.probe import NotApplicable, Option, register
+from qdiag.redact import command_line
 
 CMDLINE_MAX_CHARS = 500
 TOP_N = 5
@@ -378,7 +379,7 @@ def describe(proc: psutil.Process, proc_root: str) -> tuple[dict, int | None]:
     if runtime is None:
         runtime = detect_runtime(None, None, None, _read_maps(f"{proc_root}/{pid}/maps"))
     return {
-        "name": info["name"], "cmdline": _truncate(info["cmdline"]), "username": info["username"],
+        "name": info["name"], "cmdline": _truncate(command_line(info["cmdline"], full=True)), "username": info["username"],
         "create_time": info["create_time"], "runtime": runtime,
         "cgroup": parse_cgroup(cgroup_text) if cgroup_text is not None else None,
     }, soft_nofile
@@ -640,7 +641,9 @@ def _top(samples: list, own: set[int], ncpu: int, window_start_wall: float, targ
             info = psutil.Process(pid).as_dict(["name", "username", "cmdline"], ad_value=None)
         except psutil.NoSuchProcess:
             info = {"name": None, "username": None, "cmdline": None}
-        names[pid] = {"name": info["name"], "username": info["username"], "cmdline": _truncate(info["cmdline"])}
+        # Any process on the host: its secrets are not ours to ship; a target's flags and values are masked.
+        cmdline = _truncate(command_line(info["cmdline"], full=pid in targets))
+        names[pid] = {"name": info["name"], "username": info["username"], "cmdline": cmdline}
 
     def record(pid, cpu, rss):
         return {"pid": pid, **names[pid],

@@ -27,6 +27,7 @@ from pathlib import Path
 
 from qdiag import target_processes
 from qdiag.probe import NotApplicable, ProbeError, Option, register
+from qdiag.redact import command_line
 
 from . import _threads_classify as tc
 
@@ -243,7 +244,7 @@ class _Target:
             with self.proc.oneshot():
                 self.name = self.proc.name()
                 cmd = self.proc.cmdline()
-                self.cmdline = " ".join(cmd)[:CMDLINE_CHARS] if cmd else None
+                self.cmdline = " ".join(command_line(cmd, full=True))[:CMDLINE_CHARS] if cmd else None
                 try:
                     self.user = self.proc.username()
                 except (psutil.Error, KeyError):

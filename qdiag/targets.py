@@ -67,9 +67,12 @@ class Targets:
     logs: tuple[str, ...] = ()
 
     def secrets(self) -> set[str]:
+        """Passwords the user gave in URLs.  RabbitMQ's default `guest`, filled in
+        by qdiag when the URL has none, is public knowledge and no secret: masking
+        it would only mask the user `guest` in free text."""
         found = set()
         for t in (self.rabbitmq, self.redis):
-            if t is not None and t.password:
+            if t is not None and t.password and _has_password(t.url):
                 found.add(t.password)
         for dep in self.dependencies:
             try:
@@ -93,10 +96,21 @@ class Targets:
         return bool(value)
 
 
+def _has_password(url: str) -> bool:
+    try:
+        return urlsplit(url).password is not None
+    except ValueError:
+        return True
+
+
 _HOSTPORT = re.compile(r"^(\[[0-9a-fA-F:]+\]|[A-Za-z0-9_.-]+):(\d{1,5})$")
 
 
 def parse_kafka(value: str) -> KafkaTarget:
+    if "@" in value:
+        # user:password@host: credentials have no place in a bootstrap list; never echo the value.
+        raise UsageError("--kafka: the bootstrap list holds credentials (user:password@), which it cannot use",
+                         "give HOST:PORT and put SASL credentials under [probes.kafka] sasl_username/sasl_password")
     servers = []
     for part in value.split(","):
         part = part.strip()
@@ -117,6 +131,11 @@ def _split_url(value: str, flag: str, example: str):
         parts = urlsplit(value)
         port = parts.port
     except ValueError as exc:
+        if "@" in value:
+            # urlsplit's message quotes the "port", which is then part of the password: never echo it.
+            raise UsageError(f"{flag}: '{_safe(value)}' is not a valid URL",
+                             "percent-encode / # ? @ inside credentials as %2F %23 %3F %40, "
+                             f"for example {flag} {example}") from None
         raise UsageError(f"{flag}: '{_safe(value)}' is not a valid URL ({exc})", f"for example {flag} {example}") from None
     if not parts.scheme or not parts.hostname:
         raise UsageError(f"{flag}: '{_safe(value)}' is not a URL", f"for example {flag} {example}")
