@@ -452,7 +452,7 @@ def _process_table() -> dict[int, dict]:
 
 def _select_targets(ctx, notes: list[str]) -> dict[int, dict]:
     limit = ctx.options["max_targets"]
-    selection = target_processes.select(ctx.targets, ctx.discovered, max_per_pattern=limit)
+    selection = target_processes.select(ctx.targets, ctx.discovered, max_per_pattern=limit, deadline=ctx.deadline)
     notes.extend(f"{note} (raise [probes.process] max_targets)" for note in selection.notes)
     notes.extend(f"--process '{pattern}' matched no running process" for pattern in selection.unmatched)
     targets = selection.targets

@@ -135,7 +135,7 @@ def _options(ctx) -> dict:
 
 
 def _resolve_targets(ctx, psutil, cap: int) -> tuple[list[dict], dict]:
-    selection = target_processes.select(ctx.targets, ctx.discovered)
+    selection = target_processes.select(ctx.targets, ctx.discovered, deadline=ctx.deadline)
     targets = [{"pid": pid, "via": selection.how(pid)} for pid in selection.targets]
     problems: dict = {}
     if len(targets) > cap:
