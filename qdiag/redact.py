@@ -247,10 +247,15 @@ def _full(args: list[str]) -> list[str]:
     return out
 
 
+_MODULE = re.compile(r"[A-Za-z_][\w]*(?:\.[A-Za-z_][\w]*)*")
+
+
 def _names_only(args: list[str]) -> list[str]:
     out = [args[0]]
     for arg in args[1:]:
-        if arg.startswith("--") and len(arg) > 2:
+        if out[-1] == "-m" and _MODULE.fullmatch(arg):
+            kept = arg  # python -m celery: the program, not a value
+        elif arg.startswith("--") and len(arg) > 2:
             kept = arg.split("=", 1)[0]
         elif arg.startswith("-") and len(arg) > 1 and not arg[1].isdigit():
             kept = arg[:2]  # "-pPASS" and "-Xmx4g" alike: a value may be glued to the letter

@@ -80,13 +80,9 @@ def test_program_path_from_implicit_config_is_refused(tmp_path):
 
 
 def test_program_path_from_user_config_dir_is_refused(tmp_path):
-    home = tmp_path / "home"
-    (home / ".config" / "qdiag").mkdir(parents=True)
-    write(home / ".config" / "qdiag" / "qdiag.toml", '[probes.threads]\njcmd = "/opt/jdk/bin/jcmd"\n')
-    work = tmp_path / "work"
-    work.mkdir()
+    _, env, work = user_config(tmp_path, '[probes.threads]\njcmd = "/opt/jdk/bin/jcmd"\n')
     with pytest.raises(ConfigError, match=r"jcmd names a program to run"):
-        resolve({}, env={"HOME": str(home)}, cwd=work)
+        resolve({}, env=env, cwd=work)
 
 
 def test_program_path_from_explicit_config_is_taken(tmp_path):
@@ -104,26 +100,28 @@ def test_program_path_must_be_absolute(tmp_path):
 
 # ---------------------------------------------------------------- user config directory
 
-@needs_root
-def test_user_config_owned_by_someone_else_is_refused(tmp_path):
+def user_config(tmp_path, text, mode=0o644):
+    """~/.config/qdiag/qdiag.toml under a fake HOME: (its path, env, a working directory without a config)."""
     home = tmp_path / "home"
     (home / ".config" / "qdiag").mkdir(parents=True)
-    path = write(home / ".config" / "qdiag" / "qdiag.toml", PLAIN)
-    os.chown(path, OTHER_UID, OTHER_UID)
+    path = write(home / ".config" / "qdiag" / "qdiag.toml", text, mode)
     work = tmp_path / "work"
     work.mkdir()
+    return path, {"HOME": str(home)}, work
+
+
+@needs_root
+def test_user_config_owned_by_someone_else_is_refused(tmp_path):
+    path, env, work = user_config(tmp_path, PLAIN)
+    os.chown(path, OTHER_UID, OTHER_UID)
     with pytest.raises(ConfigError, match=r"uid 65534"):
-        resolve({}, env={"HOME": str(home)}, cwd=work)
+        resolve({}, env=env, cwd=work)
 
 
 def test_user_config_writable_by_others_is_refused(tmp_path):
-    home = tmp_path / "home"
-    (home / ".config" / "qdiag").mkdir(parents=True)
-    write(home / ".config" / "qdiag" / "qdiag.toml", PLAIN, 0o666)
-    work = tmp_path / "work"
-    work.mkdir()
+    _, env, work = user_config(tmp_path, PLAIN, 0o666)
     with pytest.raises(ConfigError, match=r"writable by group or others"):
-        resolve({}, env={"HOME": str(home)}, cwd=work)
+        resolve({}, env=env, cwd=work)
 
 
 def test_fifo_named_qdiag_toml_does_not_hang(tmp_path):

@@ -190,6 +190,7 @@ def test_target_command_line_keeps_the_rest():
     (["mysql", "-uroot", "-pPASS", "shop"], ["mysql", "-u", "-p", "…"]),
     (["java", "-Xmx4g", "-cp", "a.jar:b.jar", "com.Main", "--token", "T"], ["java", "-X", "-c", "…", "--token", "…"]),
     (["python3", "/srv/app/worker.py", "--queue", "orders"], ["python3", "/srv/app/worker.py", "--queue", "…"]),
+    (["python3", "-m", "celery", "-A", "proj", "worker"], ["python3", "-m", "celery", "-A", "…"]),
     (["app", "--password=PASS", "positional-secret"], ["app", "--password", "…"]),
     (["postgres: app shop 10.0.0.1(5432) idle"], ["postgres:", "…"]),
 ])

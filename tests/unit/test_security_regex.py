@@ -8,31 +8,17 @@ import subprocess
 import sys
 import threading
 import time
-from contextlib import contextmanager
 
 import psutil
 import pytest
 
 from qdiag import targets as tg
 from qdiag.regex_worker import RegexTimeout, Worker, search_all
+from tests.unit.test_security_redact import hang_guard
 
 EVIL = r"(a+)+$"
 # 2^40 paths for the backtracking engine: hours, were it to run to the end.
 EVIL_TEXT = "a" * 40 + "!"
-
-
-@contextmanager
-def hang_guard(seconds: float):
-    def stop(signum, frame):
-        raise TimeoutError(f"still running after {seconds:g}s (hang guard)")
-
-    previous = signal.signal(signal.SIGALRM, stop)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
 
 
 def children() -> set[int]:
