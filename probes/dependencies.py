@@ -217,7 +217,7 @@ def take_sample(ep: Endpoint, timeout: float, tls: ssl.SSLContext | None,
 
 def target_pids(ctx: ProbeContext) -> tuple[dict[int, str], list[str]]:
     """{pid: how it became a target} from --pid, --process and broker-side discovery."""
-    selection = target_processes.select(ctx.targets, ctx.discovered)
+    selection = target_processes.select(ctx.targets, ctx.discovered, deadline=ctx.deadline)
     notes = list(selection.notes)
     notes += [f"pid {pid} (--pid) no longer exists: its connections were not read" for pid in selection.missing]
     return {pid: selection.how(pid) for pid in selection.targets}, notes

@@ -18,6 +18,7 @@ import psutil
 
 from qdiag import target_processes
 from qdiag.probe import NotApplicable, Option, register
+from qdiag.redact import command_line
 from qdiag.runtime import process_runtime
 from qdiag.sockdiag import listen_backlogs
 
@@ -151,7 +152,7 @@ def describe(proc: psutil.Process, proc_root: str) -> tuple[dict, int | None]:
     cgroup_text = _read_text(f"{proc_root}/{pid}/cgroup")
     runtime = process_runtime(proc_root, pid, info["name"], info["exe"], info["cmdline"])
     return {
-        "name": info["name"], "cmdline": _truncate(info["cmdline"]), "username": info["username"],
+        "name": info["name"], "cmdline": _truncate(command_line(info["cmdline"], full=True)), "username": info["username"],
         "create_time": info["create_time"], "runtime": runtime,
         "cgroup": cgroup_lines(parse_proc_cgroup(cgroup_text)) if cgroup_text is not None else None,
     }, soft_nofile
@@ -224,7 +225,7 @@ def _process_table() -> dict[int, dict]:
 
 def _select_targets(ctx, notes: list[str]) -> dict[int, dict]:
     limit = ctx.options["max_targets"]
-    selection = target_processes.select(ctx.targets, ctx.discovered, max_per_pattern=limit)
+    selection = target_processes.select(ctx.targets, ctx.discovered, max_per_pattern=limit, deadline=ctx.deadline)
     notes.extend(f"{note} (raise [probes.process] max_targets)" for note in selection.notes)
     notes.extend(f"--process '{pattern}' matched no running process" for pattern in selection.unmatched)
     targets = selection.targets
@@ -413,7 +414,9 @@ def _top(samples: list, own: set[int], ncpu: int, window_start_wall: float, targ
             info = psutil.Process(pid).as_dict(["name", "username", "cmdline"], ad_value=None)
         except psutil.NoSuchProcess:
             info = {"name": None, "username": None, "cmdline": None}
-        names[pid] = {"name": info["name"], "username": info["username"], "cmdline": _truncate(info["cmdline"])}
+        # Any process on the host: its secrets are not ours to ship; a target's flags and values are masked.
+        cmdline = _truncate(command_line(info["cmdline"], full=pid in targets))
+        names[pid] = {"name": info["name"], "username": info["username"], "cmdline": cmdline}
 
     def record(pid, cpu, rss):
         return {"pid": pid, **names[pid],

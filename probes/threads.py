@@ -28,6 +28,7 @@ from qdiag import target_processes
 from qdiag.endpoints import format_endpoint
 from qdiag.runtime import process_runtime
 from qdiag.probe import NotApplicable, ProbeError, Option, register
+from qdiag.redact import command_line
 
 from . import _threads_classify as tc
 from . import _threads_facts
@@ -144,7 +145,7 @@ def _options(ctx) -> dict:
 
 
 def _resolve_targets(ctx, psutil, cap: int) -> tuple[list[dict], dict]:
-    selection = target_processes.select(ctx.targets, ctx.discovered)
+    selection = target_processes.select(ctx.targets, ctx.discovered, deadline=ctx.deadline)
     targets = [{"pid": pid, "via": selection.how(pid)} for pid in selection.targets]
     problems: dict = {}
     if len(targets) > cap:
@@ -237,7 +238,7 @@ class _Target:
             with self.proc.oneshot():
                 self.name = self.proc.name()
                 cmd = self.proc.cmdline()
-                self.cmdline = " ".join(cmd)[:CMDLINE_CHARS] if cmd else None
+                self.cmdline = " ".join(command_line(cmd, full=True))[:CMDLINE_CHARS] if cmd else None
                 try:
                     self.user = self.proc.username()
                 except (psutil.Error, KeyError):

@@ -11,7 +11,7 @@ import typer
 
 
 from qdiag import __version__
-from qdiag.errors import exit_status
+from qdiag.errors import debug_traceback, exit_status
 from qdiag.exit_codes import ExitCode
 
 app = typer.Typer(
@@ -82,10 +82,9 @@ def _enable_debug() -> None:
 
 class _RedactingFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
-        from qdiag.redact import Redactor
+        from qdiag.redact import mask_log_record
 
-        record.msg = Redactor()(record.getMessage())
-        record.args = ()
+        mask_log_record(record)  # message, traceback and the run's known secrets
         return True
 
 
@@ -230,9 +229,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             code, message = exit_status(exc)
             if _STATE["debug"]:
-                import traceback
-
-                traceback.print_exc()
+                print(debug_traceback(exc), file=sys.stderr, end="")
             print(f"qdiag: error: {message}", file=sys.stderr)
     if argv is None:
         sys.exit(int(code))
