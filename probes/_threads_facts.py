@@ -52,19 +52,20 @@ _KIND_WORDS = {"cpu": "on CPU", "peer": "waiting for", "broker": "idle, waiting 
 
 
 def wait_summary(kernel: dict) -> str | None:
-    """"96% waiting for 127.0.0.1:38243 (http), 2% on CPU, ..." over all sampled thread-time."""
-    parts = []
+    """"96% waiting for 127.0.0.1:38243, 2% on CPU, ..." over all sampled thread-time: each peer
+    apart, every other kind summed (a JVM's twenty futex addresses are one "on locks")."""
+    totals: dict[str, float] = {}
     for entry in kernel.get("attribution") or []:
-        share = entry.get("share") or 0.0
-        if share < 0.01 or len(parts) >= 5:
-            continue
         kind, target = entry.get("kind"), entry.get("target")
-        words = _KIND_WORDS.get(kind, kind)
         if kind == "peer" and target:
             guess = f" ({entry['protocol_guess']})" if entry.get("protocol_guess") else ""
             words = f"waiting for {target}{guess}"
-        parts.append(f"{share:.0%} {words}")
-    return ", ".join(parts) or None
+        else:
+            words = _KIND_WORDS.get(kind, str(kind))
+        totals[words] = totals.get(words, 0.0) + (entry.get("share") or 0.0)
+    parts = [f"{share:.0%} {words}" for words, share in sorted(totals.items(), key=lambda kv: -kv[1])
+             if share >= 0.01]
+    return ", ".join(parts[:6]) or None
 
 
 def kernel_facts(proc: dict) -> dict[str, Any]:

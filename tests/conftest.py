@@ -84,6 +84,22 @@ def redis_url() -> str:
     return f"redis://127.0.0.1:{port}/0"
 
 
+def _kafka_libs() -> Path:
+    # Same jar directory as tests/rig/common.sh: keyed on a hash of pom.xml.
+    state = Path(os.environ.get("QDIAG_RIG_DIR") or "/var/tmp/qdiag-rig")
+    pom_hash = hashlib.sha256((RIG_DIR / "pom.xml").read_bytes()).hexdigest()[:12]
+    libs = state / f"kafka-libs-{pom_hash}"
+    if not (libs / ".complete").is_file():
+        pytest.fail(f"the Kafka tool jars are not in {libs}; {RIG_HINT}", pytrace=False)
+    return libs
+
+
+@pytest.fixture(scope="session")
+def kafka_libs() -> Path:
+    """The directory of the Kafka jars the rig fetched (kafka-clients and its dependencies)."""
+    return _kafka_libs()
+
+
 @pytest.fixture(scope="session")
 def kafka_tools() -> str:
     """Path of tests/rig/kafka-consumer-groups: Kafka's own tool, for parity checks.
@@ -92,12 +108,7 @@ def kafka_tools() -> str:
     tests/rig/kafka-topics sits beside it.
     """
     wrapper = RIG_DIR / "kafka-consumer-groups"
-    # Same jar directory as tests/rig/common.sh: keyed on a hash of pom.xml.
-    state = Path(os.environ.get("QDIAG_RIG_DIR") or "/var/tmp/qdiag-rig")
-    pom_hash = hashlib.sha256((RIG_DIR / "pom.xml").read_bytes()).hexdigest()[:12]
-    libs = state / f"kafka-libs-{pom_hash}"
-    if not (libs / ".complete").is_file():
-        pytest.fail(f"the Kafka tool jars are not in {libs}; {RIG_HINT}", pytrace=False)
+    _kafka_libs()
     if not os.access(wrapper, os.X_OK):
         pytest.fail(f"{wrapper} is not executable; {RIG_HINT}", pytrace=False)
     return str(wrapper)

@@ -67,7 +67,8 @@ ensure_debian_packages() {
     local missing=()
     if wants redis && ! installed redis-server; then missing+=(redis-server); fi
     if wants rabbitmq && ! installed rabbitmq-server; then missing+=(rabbitmq-server); fi
-    if wants kafka && ! command -v java >/dev/null; then missing+=(openjdk-17-jre-headless); fi
+    # The JDK, not only the JRE: jcmd dumps Java consumers, javac builds the Java scenario consumer.
+    if wants kafka && ! command -v javac >/dev/null; then missing+=(openjdk-17-jdk-headless); fi
     if wants kafka && ! command -v mvn >/dev/null; then missing+=(maven); fi
     ((${#missing[@]})) || return 0
     local log="$QDIAG_RIG_DIR/apt.log"
