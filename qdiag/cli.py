@@ -1,16 +1,23 @@
 """The command line, declared in one place.  Commands live in qdiag/commands/;
-this module only parses, dispatches, and turns errors into exit statuses."""
+this module only parses, dispatches, and turns errors into exit statuses.
+
+Every command writes through the Environment it is given (qdiag/environment.py),
+never through sys.stdout: `main(argv, env)` runs the whole CLI in-process
+against fake streams, which is how the tests run it."""
 
 from __future__ import annotations
 
 import logging
 import sys
+from contextlib import redirect_stderr, redirect_stdout
+from dataclasses import dataclass, field
 from typing import Annotated, List, Optional
 
 import typer
 
 
 from qdiag import __version__
+from qdiag.environment import Environment
 from qdiag.errors import exit_status
 from qdiag.exit_codes import ExitCode
 
@@ -26,7 +33,21 @@ app = typer.Typer(
 playbooks_app = typer.Typer(help="List or validate diagnosis playbooks.", no_args_is_help=True)
 app.add_typer(playbooks_app, name="playbooks")
 
-_STATE = {"debug": False, "argv": ["qdiag"]}
+
+
+@dataclass
+class Invocation:
+    """What every command gets through the click context's `obj`."""
+
+    env: Environment
+    argv: list[str] = field(default_factory=lambda: ["qdiag"])  # recorded in snapshots (redacted)
+    debug: bool = False
+    log_handler: logging.Handler | None = None
+
+
+def _invocation(ctx: typer.Context) -> Invocation:
+    return ctx.find_object(Invocation)
+
 
 # --- options shared by the commands that probe ------------------------------------------
 Kafka = Annotated[Optional[str], typer.Option("--kafka", help="Kafka bootstrap servers HOST:PORT[,HOST:PORT].", rich_help_panel="Targets")]
@@ -59,25 +80,37 @@ _PROBE_FLAGS = {"kafka": "kafka", "rabbitmq": "rabbitmq", "redis": "redis", "que
                 "no_probe": "skip_probes", "config": "config", "debug": "debug"}
 
 
-def _settings(params: dict):
+def _settings(ctx: typer.Context, params: dict):
     """Settings from a probing command's parameters (its locals())."""
     from qdiag import config
 
+    run = _invocation(ctx)
     if params.get("debug"):
-        _enable_debug()
+        _enable_debug(run)
     flags = {key: params[name] for name, key in _PROBE_FLAGS.items()}
     flags["auto_detect"] = False if params.get("no_auto_detect") else None
-    return config.resolve(flags)
+    return config.resolve(flags, env=run.env.vars, cwd=run.env.working_dir)
 
 
-def _enable_debug() -> None:
-    _STATE["debug"] = True
-    handler = logging.StreamHandler(sys.stderr)
+def _enable_debug(run: Invocation) -> None:
+    run.debug = True
+    if run.log_handler is not None:
+        return
+    handler = logging.StreamHandler(run.env.stderr)
     handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
     handler.addFilter(_RedactingFilter())
     root = logging.getLogger("qdiag")
     root.addHandler(handler)
     root.setLevel(logging.DEBUG)
+    run.log_handler = handler
+
+
+def _disable_debug(run: Invocation) -> None:
+    if run.log_handler is not None:
+        root = logging.getLogger("qdiag")
+        root.removeHandler(run.log_handler)
+        root.setLevel(logging.NOTSET)
+        run.log_handler = None
 
 
 class _RedactingFilter(logging.Filter):
@@ -95,17 +128,19 @@ def _root(
     version: Annotated[bool, typer.Option("--version", help="Print the version and exit.")] = False,
     debug: Debug = False,
 ) -> None:
+    run = _invocation(ctx)
     if version:
-        print(f"qdiag {__version__}")
+        run.env.stdout.write(f"qdiag {__version__}\n")
         raise typer.Exit(0)
     if debug:
-        _enable_debug()
+        _enable_debug(run)
     if ctx.invoked_subcommand is None:
-        print(ctx.get_help())
+        run.env.stdout.write(ctx.get_help() + "\n")
 
 
 @app.command()
 def investigate(
+    ctx: typer.Context,
     kafka: Kafka = None, rabbitmq: Rabbit = None, redis: Redis = None, queue: Queues = None, group: Groups = None,
     pid: Pids = None, process: Processes = None, dependency: Dependencies = None, log: Logs = None,
     window: Window = None, timeout: Timeout = None, probe_timeout: ProbeTimeout = None, probe: OnlyProbes = None,
@@ -116,13 +151,15 @@ def investigate(
     """Probe everything and print the ranked root-cause report."""
     from qdiag.commands import investigate as cmd
 
-    settings = _settings(locals())
-    cmd.run(settings, _STATE["argv"], fmt=format, output=output, playbooks=playbook or [], baseline=baseline,
+    settings = _settings(ctx, locals())
+    run = _invocation(ctx)
+    cmd.run(run.env, settings, run.argv, fmt=format, output=output, playbooks=playbook or [], baseline=baseline,
             save=save)
 
 
 @app.command()
 def snapshot(
+    ctx: typer.Context,
     kafka: Kafka = None, rabbitmq: Rabbit = None, redis: Redis = None, queue: Queues = None, group: Groups = None,
     pid: Pids = None, process: Processes = None, dependency: Dependencies = None, log: Logs = None,
     window: Window = None, timeout: Timeout = None, probe_timeout: ProbeTimeout = None, probe: OnlyProbes = None,
@@ -132,12 +169,14 @@ def snapshot(
     """Record everything observed into one gzip JSON file (mode 0600) to attach to a ticket."""
     from qdiag.commands import snapshot as cmd
 
-    settings = _settings(locals())
-    cmd.run(settings, _STATE["argv"], output=output)
+    settings = _settings(ctx, locals())
+    run = _invocation(ctx)
+    cmd.run(run.env, settings, run.argv, output=output)
 
 
 @app.command()
 def report(
+    ctx: typer.Context,
     snapshot_file: Annotated[str, typer.Argument(metavar="SNAPSHOT", help="A file written by 'qdiag snapshot'.")],
     format: Format = "text", output: Output = None, playbook: Playbooks = None, baseline: Baseline = None,
     debug: Debug = False,
@@ -145,13 +184,15 @@ def report(
     """Re-render the report from a snapshot, anywhere, offline."""
     from qdiag.commands import report as cmd
 
+    run = _invocation(ctx)
     if debug:
-        _enable_debug()
-    cmd.run(snapshot_file, fmt=format, output=output, playbooks=playbook or [], baseline=baseline)
+        _enable_debug(run)
+    cmd.run(run.env, snapshot_file, fmt=format, output=output, playbooks=playbook or [], baseline=baseline)
 
 
 @app.command()
 def check(
+    ctx: typer.Context,
     kafka: Kafka = None, rabbitmq: Rabbit = None, redis: Redis = None, queue: Queues = None, group: Groups = None,
     pid: Pids = None, process: Processes = None, dependency: Dependencies = None, log: Logs = None,
     window: Window = None, timeout: Timeout = None, probe_timeout: ProbeTimeout = None, probe: OnlyProbes = None,
@@ -177,50 +218,55 @@ def check(
     """Run the probes with thresholds: exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN."""
     from qdiag.commands import check as cmd
 
-    settings = _settings(locals())
+    settings = _settings(ctx, locals())
     flags = {"warn_depth": warn_depth, "max_depth": max_depth, "min_consumers": min_consumers, "warn_fill": warn_fill,
              "max_fill": max_fill, "warn_lag_seconds": warn_lag_seconds, "max_lag_seconds": max_lag_seconds,
              "min_draining": True if must_drain else None, "warn_score": warn_score, "max_score": max_score,
              "allow": allow_cause or [], "max_verdict": max_verdict}
-    return cmd.run(settings, _STATE["argv"], flags=flags, policy_file=policy, fmt=format, junit_file=junit,
+    run = _invocation(ctx)
+    return cmd.run(run.env, settings, run.argv, flags=flags, policy_file=policy, fmt=format, junit_file=junit,
                    wait_s=wait, rules_files=playbook or [])
 
 
 @app.command("probes")
-def list_probes() -> None:
-    """List the probes, what each needs and its default allowance beyond the window."""
-    from qdiag.probe import all_probes
+def list_probes(ctx: typer.Context) -> None:
+    """List the probes, what each needs, its default allowance beyond the window and its options."""
+    from qdiag.commands import probes as cmd
 
-    for probe in all_probes().values():
-        needs = ", ".join(probe.needs) if probe.needs else "always"
-        print(f"{probe.name:<14} needs: {needs:<22} +{probe.timeout_s:g}s  {probe.description}")
+    cmd.list_probes(_invocation(ctx).env)
 
 
 @playbooks_app.command("list")
-def playbooks_list(playbook: Playbooks = None) -> None:
+def playbooks_list(ctx: typer.Context, playbook: Playbooks = None) -> None:
     """Show the six steps and the rules in each (built-in plus --playbook files)."""
     from qdiag.commands import playbooks as cmd
 
-    cmd.list_rules(playbook or [])
+    cmd.list_rules(_invocation(ctx).env, playbook or [])
 
 
 @playbooks_app.command("validate")
 def playbooks_validate(
+    ctx: typer.Context,
     files: Annotated[List[str], typer.Argument(metavar="FILE...", help="Playbook files to check.")],
 ) -> None:
     """Check playbook files; errors name file:line."""
     from qdiag.commands import playbooks as cmd
 
-    cmd.validate(files)
+    cmd.validate(_invocation(ctx).env, files)
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Entry point: run the CLI, map every failure to an exit status and one line."""
+def main(argv: list[str] | None = None, env: Environment | None = None) -> int:
+    """Entry point: run the CLI, map every failure to an exit status and one line.
+
+    `env` replaces the process's streams, variables and working directory (tests);
+    with `argv` given, the exit status is returned instead of exiting."""
     args = sys.argv[1:] if argv is None else list(argv)
-    _STATE["debug"] = "--debug" in args
-    _STATE["argv"] = ["qdiag", *args]  # recorded in snapshots (redacted)
+    env = env or Environment()
+    run = Invocation(env=env, argv=["qdiag", *args], debug="--debug" in args)
     try:
-        result = app(args=args, prog_name="qdiag", standalone_mode=False)
+        # Help and usage errors are printed by click itself, to sys.stdout/sys.stderr.
+        with redirect_stdout(env.stdout), redirect_stderr(env.stderr):
+            result = app(args=args, prog_name="qdiag", standalone_mode=False, obj=run)
         code = int(result) if isinstance(result, int) else ExitCode.OK
     except SystemExit as exc:  # typer.Exit inside callbacks
         code = exc.code if isinstance(exc.code, int) else ExitCode.OK
@@ -229,11 +275,14 @@ def main(argv: list[str] | None = None) -> int:
             code = exc.exit_code
         else:
             code, message = exit_status(exc)
-            if _STATE["debug"]:
+            if run.debug:
                 import traceback
 
-                traceback.print_exc()
-            print(f"qdiag: error: {message}", file=sys.stderr)
+                traceback.print_exception(exc, file=env.stderr)
+            env.stderr.write(f"qdiag: error: {message}\n")
+    finally:
+        _disable_debug(run)
+    env.stdout.flush()
     if argv is None:
         sys.exit(int(code))
     return int(code)

@@ -94,7 +94,15 @@ def render_markdown(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def render_text(report: dict, out: TextIO, *, color: bool, width: int | None = None) -> None:
+def render_text(report: dict, *, color: bool, unicode: bool = True, width: int | None = None) -> str:
+    import io
+
+    out = io.StringIO()
+    _render_text(report, out, color=color, width=width)
+    return out.getvalue()
+
+
+def _render_text(report: dict, out: TextIO, *, color: bool, width: int | None = None) -> None:
     from rich.console import Console, Group
     from rich.panel import Panel
     from rich.table import Table

@@ -1,21 +1,27 @@
-"""The CLI in-process: outputs, exit codes and bad input.  Host-only runs
-(--no-auto-detect) so they do not depend on the brokers."""
+"""The CLI in-process, against a fake environment: outputs, exit codes and bad
+input.  Runs that probe are host-only (--no-auto-detect, --probe host) so they
+do not depend on the brokers; they read this host, so they are marked live.
+Runs from recorded snapshots are pure."""
 
+import ast
 import gzip
 import json
 import os
-import subprocess
-import sys
+from pathlib import Path
 
 import pytest
 
-from tests.cli_helper import run_cli
+from tests.cli_helper import run_cli, run_qdiag_process
 
 FAST = ("--no-auto-detect", "--window", "0.5", "--probe", "host")
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
+BACKLOG = FIXTURES / "snapshots" / "v1-rabbitmq-redis-backlog.json.gz"
+QDIAG = Path(__file__).resolve().parents[2] / "qdiag"
 
 
-def test_investigate_json_is_a_valid_report(capsys):
-    r = run_cli(capsys, "investigate", "--format", "json", "--no-auto-detect", "--window", "1")
+@pytest.mark.live
+def test_investigate_json_is_a_valid_report():
+    r = run_cli("investigate", "--format", "json", "--no-auto-detect", "--window", "1")
     assert r.code == 0, r.err
     doc = r.json()
     assert doc["schema"] == "qdiag.report/1"
@@ -28,18 +34,20 @@ def test_investigate_json_is_a_valid_report(capsys):
         assert key in doc
 
 
-def test_snapshot_then_report_reproduces_investigate(capsys, tmp_path):
+@pytest.mark.live
+def test_snapshot_then_report_reproduces_investigate(tmp_path):
     snap = tmp_path / "s.json.gz"
-    live = run_cli(capsys, "investigate", "--format", "json", "--snapshot", snap, *FAST)
+    live = run_cli("investigate", "--format", "json", "--snapshot", snap, *FAST)
     assert live.code == 0, live.err
-    offline = run_cli(capsys, "report", snap, "--format", "json")
+    offline = run_cli("report", snap, "--format", "json")
     assert offline.code == 0, offline.err
     assert offline.json() == live.json()
 
 
-def test_snapshot_command_writes_file(capsys, tmp_path):
+@pytest.mark.live
+def test_snapshot_command_writes_file(tmp_path):
     out = tmp_path / "incident.json.gz"
-    r = run_cli(capsys, "snapshot", "-o", out, *FAST)
+    r = run_cli("snapshot", "-o", out, *FAST)
     assert r.code == 0, r.err
     assert r.out.strip() == str(out)
     doc = json.loads(gzip.decompress(out.read_bytes()))
@@ -48,16 +56,18 @@ def test_snapshot_command_writes_file(capsys, tmp_path):
     assert doc["command"][:3] == ["qdiag", "snapshot", "-o"]
 
 
+@pytest.mark.live
 @pytest.mark.parametrize("fmt, marker", [("text", "verdict:"), ("markdown", "# qdiag report")])
-def test_text_and_markdown(capsys, fmt, marker):
-    r = run_cli(capsys, "investigate", "--format", fmt, *FAST)
+def test_text_and_markdown(fmt, marker):
+    r = run_cli("investigate", "--format", fmt, *FAST)
     assert r.code == 0 and marker in r.out
     assert "The six steps" in r.out
 
 
-def test_output_file(capsys, tmp_path):
+@pytest.mark.live
+def test_output_file(tmp_path):
     out = tmp_path / "r.md"
-    r = run_cli(capsys, "investigate", "--format", "markdown", "-o", out, *FAST)
+    r = run_cli("investigate", "--format", "markdown", "-o", out, *FAST)
     assert r.code == 0 and r.out == "" and out.read_text().startswith("# qdiag report")
 
 
@@ -74,8 +84,8 @@ def test_output_file(capsys, tmp_path):
     (("investigate", "--playbook", "/nonexistent.toml", *FAST), "cannot read playbook"),
     (("investigate", "--probe", "host", "--no-probe", "host", "--no-auto-detect", "--window", "0.2"), "no probe produced data"),
 ])
-def test_bad_input_is_one_line_exit_3(capsys, args, expected):
-    r = run_cli(capsys, *args)
+def test_bad_input_is_one_line_exit_3(args, expected):
+    r = run_cli(*args)
     assert r.code == 3
     lines = r.err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("qdiag: error:"), r.err
@@ -83,36 +93,39 @@ def test_bad_input_is_one_line_exit_3(capsys, args, expected):
     assert "Traceback" not in r.err
 
 
-def test_not_a_snapshot(capsys, tmp_path):
+def test_not_a_snapshot(tmp_path):
     bogus = tmp_path / "x.json.gz"
     bogus.write_bytes(gzip.compress(b'{"hello": 1}'))
-    r = run_cli(capsys, "report", bogus)
+    r = run_cli("report", bogus)
     assert r.code == 3 and "not a qdiag snapshot" in r.err
 
 
-def test_bad_config_file(capsys, tmp_path):
+@pytest.mark.live
+def test_bad_config_file(tmp_path):
     cfg = tmp_path / "q.toml"
     cfg.write_text("[run]\nwindow = [\n")
-    r = run_cli(capsys, "investigate", "--config", cfg, *FAST)
+    r = run_cli("investigate", "--config", cfg, *FAST)
     assert r.code == 3 and f"{cfg}: not valid TOML" in r.err
 
 
-def test_debug_shows_traceback(capsys):
-    r = run_cli(capsys, "--debug", "report", "/nonexistent.json.gz")
+def test_debug_shows_traceback():
+    r = run_cli("--debug", "report", "/nonexistent.json.gz")
     assert r.code == 3 and "Traceback" in r.err
 
 
-def test_command_line_is_redacted_in_snapshot(capsys, tmp_path):
+@pytest.mark.live
+def test_command_line_is_redacted_in_snapshot(tmp_path):
     out = tmp_path / "s.json.gz"
-    r = run_cli(capsys, "snapshot", "-o", out, "--redis", "redis://:hunter2-pw@127.0.0.1:1/0", *FAST)
+    r = run_cli("snapshot", "-o", out, "--redis", "redis://:hunter2-pw@127.0.0.1:1/0", *FAST)
     assert r.code == 0, r.err
     raw = gzip.decompress(out.read_bytes()).decode()
     assert "hunter2-pw" not in raw and "redis://:***@127.0.0.1:1/0" in raw
 
 
-def test_unreachable_target_still_reports(capsys):
+@pytest.mark.live
+def test_unreachable_target_still_reports():
     # Nothing listens on port 1: the redis probe fails, the host probe still reports.
-    r = run_cli(capsys, "investigate", "--format", "json", "--no-auto-detect", "--window", "0.5",
+    r = run_cli("investigate", "--format", "json", "--no-auto-detect", "--window", "0.5",
                 "--redis", "redis://:sekret-pw@127.0.0.1:1/0", "--probe", "host", "--probe", "redis")
     assert r.code == 0, r.err
     probes = {p["name"]: p for p in r.json()["probes"]}
@@ -121,17 +134,58 @@ def test_unreachable_target_still_reports(capsys):
     assert "sekret-pw" not in r.out and "sekret-pw" not in r.err
 
 
-def test_help_lists_every_command(capsys):
-    r = run_cli(capsys, "--help")
+def test_help_lists_every_command():
+    r = run_cli("--help")
     assert r.code == 0
     for command in ("investigate", "snapshot", "report", "probes", "playbooks"):
         assert command in r.out
 
 
+@pytest.mark.live
 def test_real_subprocess_smoke(tmp_path):
     """One real process end to end: the installed console script."""
-    proc = subprocess.run([sys.executable, "-m", "qdiag", "investigate", "--format", "json", *FAST],
-                          capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    proc = run_qdiag_process("investigate", "--format", "json", *FAST, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["schema"] == "qdiag.report/1"
     assert proc.stderr == ""  # no progress noise when stderr is not a terminal
+
+
+# --- the environment: in-process runs touch nothing of the real process ---------------
+
+def test_in_process_runs_write_only_to_the_fake_environment(capsys):
+    for args in (("report", BACKLOG), ("--help",), ("report", "--help"), ("report", "/nonexistent.json.gz"),
+                 ("investigate", "--bogus"), ("--version",), ("playbooks", "list")):
+        r = run_cli(*args)
+        assert r.out or r.err, args
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err == ""
+
+
+def test_user_config_comes_from_the_home_and_directory_the_environment_gives(isolated_from_the_user):
+    # The autouse fixture gave this test a fresh HOME: a broken config there is read (and
+    # reported), which is why a developer's real ~/.config/qdiag cannot leak into other tests.
+    config = isolated_from_the_user / ".config" / "qdiag" / "qdiag.toml"
+    config.parent.mkdir(parents=True)
+    config.write_text("[run]\nwindow = [\n")
+    r = run_cli("investigate", "--no-auto-detect", "--probe", "host")
+    assert r.code == 3 and f"{config}: not valid TOML" in r.err
+    config.unlink()
+    Path("qdiag.toml").write_text("[nosuch]\n")
+    r = run_cli("investigate", "--no-auto-detect", "--probe", "host")
+    assert r.code == 3 and "unknown table [nosuch]" in r.err
+
+
+def test_commands_do_not_import_each_other():
+    """Commands share code through modules named for what they hold (qdiag/collect.py,
+    outputs.py, inputs.py, report/emit.py), never through another command's module."""
+    offenders = []
+    for path in sorted((QDIAG / "commands").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("qdiag.commands"):
+                offenders.append(f"{path.name}: from {node.module} import ...")
+            if isinstance(node, ast.ImportFrom) and any(a.name.startswith("_") for a in node.names):
+                offenders.append(f"{path.name}: imports private {[a.name for a in node.names]} from {node.module}")
+            if isinstance(node, ast.Attribute) and node.attr.startswith("_") and not node.attr.startswith("__") \
+                    and isinstance(node.value, ast.Name) and node.value.id not in ("self", "cls"):
+                offenders.append(f"{path.name}: uses {node.value.id}.{node.attr}")
+    assert offenders == []
