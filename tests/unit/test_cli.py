@@ -75,7 +75,9 @@ def test_output_file(tmp_path):
     (("investigate", "--bogus"), "unknown option --bogus"),
     (("investigate", "--window", "abc"), "Invalid value for '--window'"),
     (("investigate", "--window", "10", "--timeout", "5"), "must be longer than --window"),
-    (("investigate", "--format", "yaml", *FAST), "--format 'yaml' is not known"),
+    (("investigate", "--format", "yaml", *FAST), "'yaml' is not one of 'text', 'json', 'markdown'"),
+    (("check", "--max-fill", "2", *FAST), "Invalid value for '--max-fill'"),
+    (("check", "--max-verdict", "bad", *FAST), "'bad' is not one of 'healthy', 'degraded'"),
     (("investigate", "--kafka", "nohostport"), "not HOST:PORT"),
     (("investigate", "--snapshot", "/nonexistent-dir/x.json.gz", *FAST), "does not exist"),
     (("snapshot", "-o", "/nonexistent-dir/x.json.gz", *FAST), "does not exist"),
@@ -189,3 +191,119 @@ def test_commands_do_not_import_each_other():
                     and isinstance(node.value, ast.Name) and node.value.id not in ("self", "cls"):
                 offenders.append(f"{path.name}: uses {node.value.id}.{node.attr}")
     assert offenders == []
+
+
+# --- conventions: help, types, environment variables, standard streams ---------------
+
+COMMANDS = ["investigate", "snapshot", "report", "check", "probes", "playbooks list", "playbooks validate"]
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_help_has_examples_real_types_and_visible_panels(command):
+    short = run_cli(*command.split(), "-h")
+    long = run_cli(*command.split(), "--help")
+    assert short.code == long.code == 0 and short.out == long.out
+    assert "Examples:" in long.out and f"$ qdiag {command}" in long.out
+    # Types by what they mean (SECONDS, URL, FILE...), never Python's names.
+    assert not any(t in long.out for t in ("<float>", "<str>", "<int>", "<bool>", "list[")), long.out
+    assert "╭─ Options" in long.out or "+- Options" in long.out
+
+
+def test_probing_commands_show_their_panels_and_choices():
+    out = run_cli("investigate", "--help").out
+    for panel in ("Targets", "Run", "Output", "Diagnosis"):
+        assert f"─ {panel} ─" in out
+    assert "<text|json|markdown>" in out
+    check = run_cli("check", "--help").out
+    assert "─ Thresholds ─" in check and "<healthy|degraded>" in check and "RATIO [0<=x<=1]" in check
+
+
+def test_help_lists_every_environment_variable_config_reads():
+    from qdiag import config
+
+    variables = {"QDIAG_CONFIG"} | {f"QDIAG_{key.upper()}" for key in {**config._TARGET_KEYS, **config._RUN_KEYS}}
+    helps = run_cli("investigate", "--help").out + run_cli("check", "--help").out
+    assert sorted(v for v in variables if v not in helps) == []
+
+
+def test_root_help_offers_shell_completion_and_names_the_conventions():
+    out = run_cli("-h").out
+    assert "--install-completion" in out and "--show-completion" in out
+    assert "NO_COLOR" in out and "FORCE_COLOR" in out and "QDIAG_" in out
+
+
+@pytest.mark.live
+def test_list_variables_keep_their_comma_syntax(tmp_path):
+    # click would split QDIAG_QUEUES on blanks; config.py's comma lists must win.
+    out = tmp_path / "s.json.gz"
+    r = run_cli("snapshot", "-o", out, *FAST, vars={"QDIAG_QUEUES": "orders,jobs:*", "QDIAG_PIDS": "1"})
+    assert r.code == 0, r.err
+    targets = json.loads(gzip.decompress(out.read_bytes()))["settings"]["targets"]
+    assert targets["queues"] == ["orders", "jobs:*"] and targets["pids"] == [1]
+
+
+def test_report_reads_the_snapshot_from_stdin():
+    piped = run_cli("report", "-", "--format", "json", stdin=BACKLOG.read_bytes())
+    from_file = run_cli("report", BACKLOG, "--format", "json")
+    assert piped.code == 0, piped.err
+    assert piped.out == from_file.out
+
+
+def test_report_from_stdin_names_standard_input_when_it_is_not_a_snapshot():
+    r = run_cli("report", "-", stdin=b"hello")
+    assert r.code == 3 and r.err.startswith("qdiag: error: standard input: not a qdiag snapshot"), r.err
+
+
+def test_report_dash_o_dash_is_stdout():
+    r = run_cli("report", BACKLOG, "-f", "json", "-o", "-")
+    assert r.code == 0 and r.json()["schema"] == "qdiag.report/1"
+    assert not Path("-").exists()
+
+
+@pytest.mark.live
+def test_snapshot_dash_o_dash_writes_gzip_to_stdout_and_no_file():
+    r = run_cli("snapshot", "-o", "-", *FAST)
+    assert r.code == 0, r.err
+    assert json.loads(gzip.decompress(r.out_bytes))["schema"] == "qdiag.snapshot/1"
+    assert not Path("-").exists() and "re-render with: qdiag report" in r.err
+
+
+def test_snapshot_refuses_to_write_gzip_to_a_terminal():
+    r = run_cli("snapshot", "-o", "-", *FAST, tty=True)
+    assert r.code == 3 and "to a terminal" in r.err and r.out == ""
+
+
+@pytest.mark.parametrize("args, expected", [
+    (("investigate", "-o", "{missing}/r.md"), "--output {missing}/r.md: directory {missing} does not exist"),
+    (("investigate", "--snapshot", "{missing}/s.json.gz"), "directory {missing} does not exist"),
+    (("investigate", "-o", "{tmp}"), "is a directory"),
+    (("investigate", "-o", "{file}/r.md"), "is not a directory"),
+    (("snapshot", "-o", "{missing}/s.json.gz"), "does not exist"),
+    (("check", "--max-depth", "1", "--junit", "{missing}/j.xml"), "--junit {missing}/j.xml: directory"),
+])
+def test_output_paths_are_checked_before_any_probe_runs(monkeypatch, tmp_path, args, expected):
+    import qdiag.collect
+
+    def no_probing(*a, **k):
+        raise AssertionError("a probe ran before the output path was checked")
+
+    monkeypatch.setattr(qdiag.collect, "run_probes", no_probing)
+    (tmp_path / "file").write_text("")
+    names = {"missing": tmp_path / "missing", "tmp": tmp_path, "file": tmp_path / "file"}
+    r = run_cli(*[a.format(**names) for a in args], *FAST)
+    assert r.code == 3, r.err
+    assert r.err.count("\n") == 1 and expected.format(**names) in r.err, r.err
+
+
+def test_report_output_path_is_checked_before_reading(tmp_path):
+    r = run_cli("report", "/nonexistent.json.gz", "-o", tmp_path / "missing" / "r.md")
+    assert r.code == 3 and "directory" in r.err and "does not exist" in r.err
+
+
+def test_unwritable_directory_is_refused(tmp_path):
+    # Root may write to a mode 0500 directory, but not create files in /proc/1.
+    locked = Path("/proc/1") if os.geteuid() == 0 else tmp_path / "locked"
+    if locked != Path("/proc/1"):
+        locked.mkdir(mode=0o500)
+    r = run_cli("report", BACKLOG, "-o", locked / "r.md")
+    assert r.code == 3 and f"directory {locked} is not writable" in r.err, r.err
