@@ -93,9 +93,10 @@ class Environment:
         return bool(terminal) and self._flag("TERM").lower() != "dumb"
 
     def unicode(self, to_terminal: bool | None = None) -> bool:
-        """Box drawing, bars and typographic dashes only on a terminal, and not with --ascii."""
+        """Box drawing, bars and typographic dashes only on a UTF-8 terminal, and not with --ascii."""
         terminal = self.stdout_isatty if to_terminal is None else to_terminal
-        return bool(terminal) and not self.ascii_only
+        encoding = (getattr(self.stdout, "encoding", None) or "").lower().replace("-", "")
+        return bool(terminal) and not self.ascii_only and encoding == "utf8"
 
     def width(self, to_terminal: bool | None = None) -> int:
         terminal = self.stdout_isatty if to_terminal is None else to_terminal

@@ -69,6 +69,9 @@ ensure_debian_packages() {
     if wants rabbitmq && ! installed rabbitmq-server; then missing+=(rabbitmq-server); fi
     if wants kafka && ! command -v java >/dev/null; then missing+=(openjdk-17-jre-headless); fi
     if wants kafka && ! command -v mvn >/dev/null; then missing+=(maven); fi
+    # The report's first-screen test runs qdiag on a real 80x24 terminal, paged.
+    if ! command -v tmux >/dev/null; then missing+=(tmux); fi
+    if ! command -v less >/dev/null; then missing+=(less); fi
     ((${#missing[@]})) || return 0
     local log="$QDIAG_RIG_DIR/apt.log"
     say "installing Debian packages: ${missing[*]} (log: $log)"
