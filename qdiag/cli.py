@@ -8,6 +8,7 @@ against fake streams, which is how the tests run it."""
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from contextlib import redirect_stderr, redirect_stdout
 from dataclasses import dataclass, field
@@ -420,6 +421,17 @@ def playbooks_validate(
     cmd.validate(_invocation(ctx).env, files)
 
 
+def _discard_stdout(env: Environment) -> None:
+    """After a broken pipe, send what is left of stdout nowhere, so the interpreter's last flush is quiet."""
+    try:
+        fd = env.stdout.fileno()
+    except (AttributeError, OSError, ValueError):
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, fd)
+    os.close(devnull)
+
+
 def main(argv: list[str] | None = None, env: Environment | None = None) -> int:
     """Entry point: run the CLI, map every failure to an exit status and one line.
 
@@ -435,6 +447,10 @@ def main(argv: list[str] | None = None, env: Environment | None = None) -> int:
         code = int(result) if isinstance(result, int) else ExitCode.OK
     except SystemExit as exc:  # typer.Exit inside callbacks
         code = exc.code if isinstance(exc.code, int) else ExitCode.OK
+    except BrokenPipeError:
+        # The reader went away (qdiag report s.json.gz | head): not qdiag's failure, nothing to say.
+        _discard_stdout(env)
+        code = ExitCode.OK
     except BaseException as exc:  # noqa: BLE001 - this is the one place that maps errors
         if type(exc).__name__ == "Exit" and hasattr(exc, "exit_code"):  # click's/typer's Exit
             code = exc.exit_code
@@ -447,7 +463,10 @@ def main(argv: list[str] | None = None, env: Environment | None = None) -> int:
             env.stderr.write(f"qdiag: error: {message}\n")
     finally:
         _disable_debug(run)
-    env.stdout.flush()
+    try:
+        env.stdout.flush()
+    except BrokenPipeError:
+        _discard_stdout(env)
     if argv is None:
         sys.exit(int(code))
     return int(code)

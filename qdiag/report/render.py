@@ -166,7 +166,7 @@ def _text_head(out: _Text, r: dict) -> None:
 def _text_queues(out: _Text, r: dict) -> None:
     focus, others = s.queues_split(r)
     if not focus and not others:
-        out.add("No queues observed (give --kafka, --rabbitmq or --redis, or run where a broker listens).")
+        out.wrap("No queues observed (give --kafka, --rabbitmq or --redis, or run where a broker listens).", hang=2)
         out.add()
         return
     named = s.named_text(r, only=("queues", "groups"))

@@ -255,6 +255,13 @@ def test_report_from_stdin_names_standard_input_when_it_is_not_a_snapshot():
     assert r.code == 3 and r.err.startswith("qdiag: error: standard input: not a qdiag snapshot"), r.err
 
 
+def test_report_baseline_from_stdin_and_both_from_stdin():
+    r = run_cli("report", BACKLOG, "--baseline", "-", "-f", "json", stdin=BACKLOG.read_bytes())
+    assert r.code == 0 and r.json()["baseline"] == "2026-11-29T04:40:25Z"
+    r = run_cli("report", "-", "--baseline", "-", stdin=BACKLOG.read_bytes())
+    assert r.code == 3 and "cannot both come from standard input" in r.err
+
+
 def test_report_dash_o_dash_is_stdout():
     r = run_cli("report", BACKLOG, "-f", "json", "-o", "-")
     assert r.code == 0 and r.json()["schema"] == "qdiag.report/1"
