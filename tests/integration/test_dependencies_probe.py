@@ -24,6 +24,8 @@ from qdiag.runner import Runner
 
 from qdiag.probes import dependencies  # noqa: E402  (registers the probe)
 
+pytestmark = pytest.mark.live  # runs the probe against this host: spawned processes, sockets, files
+
 DELAY_S = 0.2
 
 
@@ -233,8 +235,6 @@ def test_insecure_tls_skips_verification_and_says_so(server_factory, self_signed
 
 _CHILD = r"""
 import socket, sys, time
-
-pytestmark = pytest.mark.live  # runs the probe against this host: spawned processes, sockets, files
 dep, broker = int(sys.argv[1]), int(sys.argv[2])
 keep = [socket.create_connection(("127.0.0.1", dep)), socket.create_connection(("127.0.0.1", dep)),
         socket.create_connection(("127.0.0.1", broker))]
