@@ -22,6 +22,7 @@ from qdiag import __version__
 from qdiag.environment import Environment
 from qdiag.errors import exit_status
 from qdiag.exit_codes import ExitCode
+from qdiag.report.emit import ReportFormat
 
 
 
@@ -84,12 +85,6 @@ class Invocation:
 
 def _invocation(ctx: typer.Context) -> Invocation:
     return ctx.find_object(Invocation)
-
-
-class ReportFormat(str, Enum):
-    text = "text"
-    json = "json"
-    markdown = "markdown"
 
 
 class CheckFormat(str, Enum):

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import time
-from enum import Enum
 from pathlib import Path
 from typing import Any
 
@@ -22,13 +21,9 @@ from qdiag.inputs import load_rules
 from qdiag.report.build import build_report
 
 SCHEMA = "qdiag.check/1"
+FORMATS = ("text", "json")
 # --wait re-checks no more often than this, whatever the window.
 MIN_RETRY_INTERVAL_S = 1.0
-
-
-class CheckFormat(str, Enum):
-    text = "text"
-    json = "json"
 
 
 def load_policy(settings: Settings, policy_file: str | None, flags: dict[str, Any]) -> pol.Policy:
@@ -62,10 +57,8 @@ def render_text(results: list[ev.CheckResult], status: str) -> str:
 
 def run(env: Environment, settings: Settings, argv: list[str], *, flags: dict[str, Any], policy_file: str | None,
         fmt: str, junit_file: str | None, wait_s: float | None, rules_files: list[str]) -> int:
-    try:
-        fmt = CheckFormat(fmt)
-    except ValueError:
-        raise UsageError(f"--format {fmt!r} is not known for check", "use text or json") from None
+    if fmt not in FORMATS:
+        raise UsageError(f"--format {fmt!r} is not known for check", "use text or json")
     if wait_s is not None and wait_s < 0:
         raise UsageError(f"--wait {wait_s:g} must not be negative", "give seconds, e.g. --wait 300")
     outputs.check_writable(junit_file, "--junit", "qdiag-junit.xml")
@@ -91,7 +84,7 @@ def run(env: Environment, settings: Settings, argv: list[str], *, flags: dict[st
         env.stderr.write("\n")
     elapsed = time.monotonic() - began
     code = ev.STATUS_CODE[status]
-    if fmt is CheckFormat.json:
+    if fmt == "json":
         doc = {"schema": SCHEMA, "status": status, "exit_code": int(code), "attempts": attempts,
                "elapsed_s": round(elapsed, 3), "checks": [r.as_dict() for r in results],
                "verdict": report.get("verdict"),
