@@ -70,6 +70,9 @@ ensure_debian_packages() {
     # The JDK, not only the JRE: jcmd dumps Java consumers, javac builds the Java scenario consumer.
     if wants kafka && ! command -v javac >/dev/null; then missing+=(openjdk-17-jdk-headless); fi
     if wants kafka && ! command -v mvn >/dev/null; then missing+=(maven); fi
+    # The report's first-screen test runs qdiag on a real 80x24 terminal, paged.
+    if ! command -v tmux >/dev/null; then missing+=(tmux); fi
+    if ! command -v less >/dev/null; then missing+=(less); fi
     ((${#missing[@]})) || return 0
     local log="$QDIAG_RIG_DIR/apt.log"
     say "installing Debian packages: ${missing[*]} (log: $log)"

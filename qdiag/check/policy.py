@@ -176,6 +176,12 @@ def from_file(path: Path) -> Policy:
     return from_table(table, lambda key: f"{path}:{_line_of(text, key)}")
 
 
+def from_config_section(table: Mapping[str, Any], path: str | None) -> Policy:
+    """The [check] table of the config file at `path`; errors name `path:line`."""
+    text = Path(path).read_text(encoding="utf-8") if path else ""
+    return from_table(table, lambda key: f"{path}:{_line_of(text, key)}")
+
+
 def merge_flags(policy: Policy, flags: Mapping[str, Any]) -> Policy:
     """Flags beat the file: they set the levels for every selected queue (and the diagnosis)."""
     queue_flags = {k: v for k, v in flags.items() if v is not None and k in (

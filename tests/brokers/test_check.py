@@ -134,7 +134,7 @@ def test_bad_policy_is_unknown_with_file_and_line(tmp_path, content, expected):
 @pytest.mark.parametrize("args, expected", [
     (("--max-depth", "lots"), "Invalid value for '--max-depth'"),
     (("--warn-depth", 100, "--max-depth", 10), "warning level 100"),
-    (("--max-fill", 3), "out of range"),
+    (("--max-fill", 3), "Invalid value for '--max-fill'"),  # the range is checked when parsing
     (("--allow-cause", "gremlins", "--max-score", 0.5), "not a root-cause id"),
     (("--probe", "host"), "no thresholds to check"),
 ])

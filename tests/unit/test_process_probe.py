@@ -299,6 +299,7 @@ def unused_pid() -> int:
     return pid
 
 
+@pytest.mark.live
 def test_busy_and_sleeping_processes(tmp_path, spawn):
     busy, _ = spawn(BUSY)
     sleeper, _ = spawn(SLEEPER)
@@ -335,6 +336,7 @@ def test_busy_and_sleeping_processes(tmp_path, spawn):
         assert {"cpu", "memory"} <= set(hot["cgroup_stats"])
 
 
+@pytest.mark.live
 def test_process_regex_matching_many_keeps_max_targets(tmp_path, spawn_detached):
     marker = f"qdiag-test-{uuid.uuid4().hex}"
     pids = {spawn_detached(SLEEPER, marker) for _ in range(3)}
@@ -345,12 +347,14 @@ def test_process_regex_matching_many_keeps_max_targets(tmp_path, spawn_detached)
                             "(raise [probes.process] max_targets)"]
 
 
+@pytest.mark.live
 def test_cmdline_is_truncated(tmp_path, spawn):
     child, _ = spawn(SLEEPER, "x" * 2000)
     rec = by_pid(run_probe(tmp_path, pids=[child.pid], window=0.3))[child.pid]
     assert len(rec["cmdline"]) == proc_probe.CMDLINE_MAX_CHARS and rec["cmdline"].endswith("…")
 
 
+@pytest.mark.live
 def test_process_regex_finds_a_process_but_not_qdiag_or_its_children(tmp_path, spawn, spawn_detached):
     marker = f"qdiag-test-{uuid.uuid4().hex}"
     outside = spawn_detached(SLEEPER, marker)
@@ -366,6 +370,7 @@ def test_process_regex_finds_a_process_but_not_qdiag_or_its_children(tmp_path, s
     assert any("matched no running process" in note for note in obs["notes"])
 
 
+@pytest.mark.live
 def test_accept_queue_fill_and_remote_endpoints(tmp_path, spawn):
     listener, line = spawn(LISTENER, "8")
     port = int(line.split()[1])
@@ -382,6 +387,7 @@ def test_accept_queue_fill_and_remote_endpoints(tmp_path, spawn):
     assert targets[client.pid]["listening"] == []
 
 
+@pytest.mark.live
 def test_open_fds_rising_against_soft_limit(tmp_path, spawn):
     soft = min(4096, resource.getrlimit(resource.RLIMIT_NOFILE)[1])
     child, _ = spawn(FD_OPENER, str(soft))
@@ -391,6 +397,7 @@ def test_open_fds_rising_against_soft_limit(tmp_path, spawn):
     assert fds["ratio"] == pytest.approx(fds["open"] / soft, abs=1e-4) and 0 < fds["ratio"] < 1
 
 
+@pytest.mark.live
 def test_process_exiting_during_the_window_is_gone_not_an_error(tmp_path, spawn, request):
     unreaped, _ = spawn(SLEEPER)  # we do not wait() for it during the run: it stays a zombie
     reaper, first = spawn(REAPER, sys.executable, "-c", SLEEPER)  # its parent reaps it at once
@@ -421,6 +428,7 @@ def test_process_exiting_during_the_window_is_gone_not_an_error(tmp_path, spawn,
     assert targets[reaped]["state"] is None
 
 
+@pytest.mark.live
 def test_context_switches_count_every_thread(tmp_path, spawn):
     child, _ = spawn(THREADED)
     rec = by_pid(run_probe(tmp_path, pids=[child.pid]))[child.pid]
@@ -430,6 +438,7 @@ def test_context_switches_count_every_thread(tmp_path, spawn):
     assert rec["ctx_switches_per_s"]["voluntary"] > 100, rec["ctx_switches_per_s"]
 
 
+@pytest.mark.live
 def test_missing_pid_gives_a_clean_record_and_the_rest_is_probed(tmp_path, spawn):
     missing = unused_pid()
     alive, _ = spawn(SLEEPER)
@@ -441,6 +450,7 @@ def test_missing_pid_gives_a_clean_record_and_the_rest_is_probed(tmp_path, spawn
     assert obs["notes"] == []
 
 
+@pytest.mark.live
 def test_only_missing_pids_is_still_ok_with_a_note(tmp_path):
     missing = unused_pid()
     obs = run_probe(tmp_path, pids=[missing], window=0.3)
@@ -450,6 +460,7 @@ def test_only_missing_pids_is_still_ok_with_a_note(tmp_path):
     assert obs["top_cpu"] and obs["top_memory"]
 
 
+@pytest.mark.live
 def test_discovered_consumers_are_targets_marked_with_their_source(tmp_path, spawn):
     child, _ = spawn(SLEEPER)
     also_pid, _ = spawn(SLEEPER)
@@ -462,6 +473,7 @@ def test_discovered_consumers_are_targets_marked_with_their_source(tmp_path, spa
     assert targets[also_pid.pid]["subject"] == "kafka:orders/billing"
 
 
+@pytest.mark.live
 def test_no_targets_still_reports_top_processes(tmp_path, spawn_detached):
     busy = spawn_detached(BUSY)
     used, wall, obs = cpu_used_during(busy, lambda: run_probe(tmp_path))
@@ -479,6 +491,7 @@ def test_no_targets_still_reports_top_processes(tmp_path, spawn_detached):
     assert all(r["is_target"] is False for r in top_cpu)
 
 
+@pytest.mark.live
 @pytest.mark.skipif(shutil.which("java") is None, reason="no java on this machine")
 def test_java_process_is_detected(tmp_path, spawn):
     source = tmp_path / "Sleeper.java"

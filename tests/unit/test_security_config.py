@@ -138,7 +138,7 @@ def test_cli_names_the_file_and_the_fix(tmp_path, monkeypatch, capsys):
 
     write(tmp_path / "qdiag.toml", EVIL)
     monkeypatch.chdir(tmp_path)
-    result = run_cli(capsys, "snapshot", "--probe", "host", "--no-auto-detect", "-o", tmp_path / "s.json.gz")
+    result = run_cli("snapshot", "--probe", "host", "--no-auto-detect", "-o", tmp_path / "s.json.gz")
     assert result.code != 0
     [line] = result.err.strip().splitlines()
     assert "py_spy" in line and "--config" in line and str(tmp_path / "qdiag.toml") in line

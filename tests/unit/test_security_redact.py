@@ -237,7 +237,7 @@ def test_top_processes_in_a_snapshot_keep_no_values():
 ])
 def test_bad_target_values_never_echo_the_password(capsys, tmp_path, monkeypatch, args, secret):
     monkeypatch.chdir(tmp_path)
-    result = run_cli(capsys, "snapshot", "--no-auto-detect", *args)
+    result = run_cli("snapshot", "--no-auto-detect", *args)
     assert result.code != 0 and result.err.startswith("qdiag: error:")
     # urlsplit's own message quoted the part before the "/" as a bad port
     assert secret not in result.err and f"'{secret.split('/')[0]}'" not in result.err
@@ -246,7 +246,7 @@ def test_bad_target_values_never_echo_the_password(capsys, tmp_path, monkeypatch
 def test_config_type_error_never_echoes_the_password(capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "qdiag.toml").write_text('[targets]\nrabbitmq = ["http://admin:cfgsecret@h:15672"]\n')
-    result = run_cli(capsys, "snapshot", "--no-auto-detect")
+    result = run_cli("snapshot", "--no-auto-detect")
     assert result.code != 0 and "is not a string" in result.err
     assert "cfgsecret" not in result.err
 
@@ -286,7 +286,7 @@ def test_debug_log_masks_known_secrets_and_tracebacks(capsys, tmp_path):
 
 def test_debug_traceback_on_error_exit_is_masked(capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    result = run_cli(capsys, "snapshot", "--debug", "--no-auto-detect",
+    result = run_cli("snapshot", "--debug", "--no-auto-detect",
                      "--rabbitmq", "http://admin:pa/ss@host:15672")
     assert result.code != 0
     assert "pa/ss" not in result.err
