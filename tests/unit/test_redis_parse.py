@@ -318,7 +318,7 @@ def test_judge_reason_carries_rates():
     assert status == rp.WARN and "4/s in" in reason and "1.5/s out" in reason
 
 
-# --- one-line errors (probes/redis_queues.explain) -----------------------------------
+# --- one-line errors (probes/_redis_link.explain) -----------------------------------
 
 def _target(url):
     from qdiag.targets import parse_redis
@@ -341,7 +341,7 @@ def _target(url):
 def test_error_lines(exc, tls, expected):
     import redis.exceptions as rx
 
-    from qdiag.probes.redis_queues import explain
+    from qdiag.probes._redis_link import explain
 
     kind, _, text = exc.partition(":")
     url = ("rediss" if tls else "redis") + "://app:pw-Secret9@127.0.0.1:6390/3"
@@ -353,7 +353,7 @@ def test_error_lines(exc, tls, expected):
 def test_error_line_masks_a_password_the_error_repeats():
     import redis.exceptions as rx
 
-    from qdiag.probes.redis_queues import explain
+    from qdiag.probes._redis_link import explain
 
     line = explain(rx.ConnectionError("weird failure for app:pw-Secret9"), _target("redis://app:pw-Secret9@h:1/0"),
                    1.0, stage="read")

@@ -1,0 +1,133 @@
+"""What the Redis probe reads at every sample of the window, and how a
+value's series is read back out of the samples.
+
+A sample is one pipelined batch (the plan): TIME, INFO, INFO commandstats,
+XINFO STREAM/GROUPS per stream, and per job queue its lengths and the
+elements at its ends.  Samples are [(monotonic seconds, {command: parsed
+reply})]; a command the server refused is None there and its error is kept
+once in run.errors.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any, Callable
+
+from . import _redis_parse as rp
+from ._redis_link import Run, is_error
+
+KEEP_INFO = (
+    "redis_version", "redis_mode", "role", "uptime_in_seconds", "connected_clients", "maxclients",
+    "blocked_clients", "used_memory", "used_memory_peak", "used_memory_rss", "maxmemory",
+    "maxmemory_policy", "mem_fragmentation_ratio", "evicted_keys", "rejected_connections",
+    "total_commands_processed", "expired_keys", "total_error_replies", "loading",
+)
+
+
+def sample_plan(stream_keys: list[bytes], queues: list[dict]) -> list[tuple]:
+    plan: list[tuple] = [("TIME",), ("INFO",), ("INFO", "commandstats")]
+    for key in stream_keys:
+        plan += [("XINFO", "STREAM", key), ("XINFO", "GROUPS", key)]
+    for q in queues:
+        plan += queue_sample_commands(q)
+    for prefix in sorted({q.get("prefix", "") for q in queues if q["layout"] == "celery"}):
+        plan += [("HLEN", f"{prefix}unacked"), ("ZCARD", f"{prefix}unacked_index")]
+    for ns in sorted({q.get("namespace", "") for q in queues if q["layout"] == "sidekiq"}):
+        plan += [("ZCARD", f"{ns}retry"), ("ZCARD", f"{ns}dead"), ("ZCARD", f"{ns}schedule"),
+                 ("GET", f"{ns}stat:processed"), ("GET", f"{ns}stat:failed")]
+    for ns in sorted({q.get("namespace", "") for q in queues if q["layout"] == "dramatiq"}):
+        plan.append(("ZCARD", f"{ns}__heartbeats__"))
+    seen, unique = set(), []
+    for cmd in plan:
+        if cmd not in seen:
+            seen.add(cmd)
+            unique.append(cmd)
+    return unique
+
+
+def take(run: Run, plan: list[tuple]) -> dict[tuple, Any]:
+    replies = run.link.batch(plan)
+    out = {}
+    for cmd, reply in zip(plan, replies):
+        if is_error(reply):
+            run.errors.setdefault(cmd, " ".join(str(reply).split()))
+            out[cmd] = None
+            continue
+        out[cmd] = parse_reply(cmd, reply)
+    return out
+
+
+def queue_sample_commands(q: dict) -> list[tuple]:
+    cmds: list[tuple] = []
+    keys = q["keys"] or [q["key"]]
+    for key in keys:
+        cmds.append(("LLEN", key))
+        if q["consume_index"] is None:
+            cmds += [("LINDEX", key, 0), ("LINDEX", key, -1)]
+        else:
+            cmds.append(("LINDEX", key, q["consume_index"]))
+    name = q["name"]
+    if q["layout"] == "rq":
+        cmds += [("ZCARD", f"rq:{reg}:{name}") for reg in rp.RQ_REGISTRIES]
+        cmds.append(("LLEN", f"rq:queue:{name}:intermediate"))
+    elif q["layout"] == "dramatiq":
+        ns = q.get("namespace", "dramatiq:")
+        cmds.append(("HLEN", f"{ns}{name}.msgs"))
+        if not q.get("delay_queue"):
+            cmds.append(("ZCARD", f"{ns}{name}.XQ"))
+    return cmds
+
+
+def parse_reply(cmd: tuple, reply: Any) -> Any:
+    op = cmd[0]
+    if op == "XINFO":
+        return rp.parse_xinfo_stream(reply) if cmd[1] == "STREAM" else rp.parse_xinfo_groups(reply)
+    if op == "INFO":
+        info = rp.parse_info(reply)
+        if len(cmd) > 1:  # commandstats: calls only
+            return {k[len("cmdstat_"):]: v.get("calls") for k, v in info.items()
+                    if k.startswith("cmdstat_") and isinstance(v, dict)}
+        kept = {k: info.get(k) for k in KEEP_INFO}
+        kept["errorstat"] = {k[len("errorstat_"):]: v.get("count") for k, v in info.items()
+                             if k.startswith("errorstat_") and isinstance(v, dict)}
+        kept["keyspace"] = {k: v for k, v in info.items() if k.startswith("db") and isinstance(v, dict)}
+        return kept
+    if op == "TIME":
+        return int(rp.as_int(reply[0]) * 1000 + rp.as_int(reply[1]) // 1000)
+    if op == "LINDEX":
+        # Kept per sample: a digest (has the consuming end moved?) and, when
+        # small, the element itself (a job id, or a job to read a time from).
+        if reply is None:
+            return None
+        raw = bytes(reply)
+        return {"digest": digest(raw), "size": len(raw), "value": raw if len(raw) <= KEEP_ELEMENT_BYTES else None}
+    if op == "GET":
+        return rp.as_int(reply) if reply is not None else None
+    return rp.as_int(reply)
+
+
+# ---------------------------------------------------------------------------
+# Series helpers over samples [(t, {cmd: value})]
+
+
+def series(samples: list[tuple[float, dict]], cmd: tuple, pick: Callable[[Any], Any] | None = None) -> list[tuple[float, Any]]:
+    out = []
+    for t, values in samples:
+        v = values.get(cmd)
+        out.append((t, pick(v) if (pick and v is not None) else v))
+    return out
+
+
+def last(series: list[tuple[float, Any]]) -> Any:
+    for _, v in reversed(series):
+        if v is not None:
+            return v
+    return None
+
+
+KEEP_ELEMENT_BYTES = 16_384
+
+
+def digest(payload: bytes | None) -> str | None:
+    return None if payload is None else hashlib.blake2b(payload, digest_size=12).hexdigest()
+
