@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from . import _redis_flow as flow
 from . import _redis_parse as rp
 from ._redis_keys import qid
 from ._redis_link import Run, is_error
@@ -165,6 +166,17 @@ def job_records(run: Run, samples, queues: list[dict], details: dict) -> list[di
         rate_in = rate_out = None
         basis = "net only (depth change): Redis lists keep no per-queue in/out counters"
         extra: dict[str, Any] = {}
+        counted = list_flow(samples, q, keys, int(run.opts["flow_maxlen"]))
+        if counted is not None:
+            extra.update(rate_in_min=counted.rate_in_min, rate_out_min=counted.rate_out_min,
+                         jobs_pushed=counted.pushed, jobs_taken=counted.taken, flow_exact=counted.exact)
+            basis = counted.basis
+            if counted.exact:
+                rate_in, rate_out = counted.rate_in, counted.rate_out
+            if counted.taken:
+                consumed = True
+        elif len(samples) >= 2 and any(cmd[0] == "LPOS" and cmd[1] in keys for cmd in run.errors):
+            basis = "unknown: LPOS failed (it needs Redis 6.0.6 or later, and the @read ACL category)"
         consumers = None
         if q["layout"] == "rq":
             regs = {reg: last(series(samples, ("ZCARD", f"rq:{reg}:{q['name']}"))) for reg in rp.RQ_REGISTRIES}
@@ -174,11 +186,12 @@ def job_records(run: Run, samples, queues: list[dict], details: dict) -> list[di
             extra["intermediate"] = last(series(samples, ("LLEN", f"rq:queue:{q['name']}:intermediate")))
             extra["abandoned"] = d.get("abandoned")
             taken = rq_taken(samples, q["name"])
-            if taken is not None and net is not None:
+            if rate_in is None and taken is not None and net is not None:
                 rate_out = taken
                 rate_in = round(net + taken, 3)
                 basis = ("out from the wip+finished+failed+canceled registry deltas, in = out + depth change; "
-                         "a lower bound if RQ cleaned a registry or jobs ran with result_ttl=0")
+                         "a lower bound if RQ cleaned a registry or jobs ran with result_ttl=0"
+                         + (f" (LPOS counts: {basis})" if counted is not None else ""))
             consumers = d.get("workers_alive")
             extra["workers_busy"] = d.get("workers_busy")
         elif q["layout"] == "dramatiq":
@@ -204,6 +217,12 @@ def job_records(run: Run, samples, queues: list[dict], details: dict) -> list[di
                                 and (p["beat_age_s"] is None or p["beat_age_s"] <= 60))
             if d.get("oldest_job_class"):
                 extra["oldest_job_class"] = d["oldest_job_class"]
+        if consumers == 0 and consumed:
+            # Jobs left the list, so something consumes it: the layout's worker
+            # registry does not know that consumer (another worker kind, or one
+            # that registers elsewhere).  No count rather than a wrong zero.
+            consumers = None
+            extra["consumers_note"] = "jobs were taken during the window, but no registered worker listens on this queue"
         oldest_age = rp.age_s(d.get("oldest_enqueued_at"), now_s) if depth else None
         status, reason = rp.judge(waiting=depth, consumers=consumers, consumed=consumed,
                                   depth_trend=rp.trend(depth_series), rate_in=rate_in, rate_out=rate_out,
@@ -225,6 +244,41 @@ def job_records(run: Run, samples, queues: list[dict], details: dict) -> list[di
         record.update(extra)
         records.append(record)
     return records
+
+
+def list_flow(samples, q: dict, keys: list, maxlen: int) -> flow.Flow | None:
+    """Jobs pushed and taken over the window, summed over the queue's lists
+    (Celery's priority siblings), from LLEN and LPOS at each sample."""
+    if len(samples) < 2:
+        return None
+    push = flow.push_end(q["layout"], q["consume_index"])
+    steps, ends = [], set()
+    for (_, before), (_, after) in zip(samples, samples[1:]):
+        step = []
+        for key in keys:
+            n0, n1 = before.get(("LLEN", key)), after.get(("LLEN", key))
+            looked, repeats = {}, False
+            for end in (flow.HEAD, flow.TAIL) if push is None else (push,):
+                newest = before.get(("LINDEX", key, end)) or {}
+                anchor = newest.get("value") is not None  # (a job over 16 KB is not kept, nor looked for)
+                found = after.get(("LPOS", key, end, push is None))
+                if anchor and found is None:  # there was a job to look for, and LPOS failed
+                    return None
+                looked[end] = (anchor, found["pos"] if found else None)
+                repeats = repeats or bool(found and found["repeats"])
+            if push is None:
+                iv, end = flow.plain_interval(n0, looked[flow.HEAD], looked[flow.TAIL], n1, maxlen, repeats=repeats)
+                if end is not None:
+                    ends.add(end)
+            else:
+                iv = flow.interval(n0, *looked[push], n1, push, maxlen)
+            step.append(iv)
+        steps.append(step)
+    if len(ends) > 1:  # a plain list pushed at both ends between samples: no push end to count at
+        steps = [[flow.Interval(0, 0, False, "elements added at both ends")]]
+    end = push if push is not None else next(iter(ends), None)
+    word = {flow.HEAD: "head (LPUSH end)", flow.TAIL: "tail (RPUSH end)"}.get(end, "push end")
+    return flow.window_flow(steps, samples[-1][0] - samples[0][0], end_word=word)
 
 
 def rq_taken(samples, name: str) -> float | None:

@@ -2,8 +2,8 @@
 value's series is read back out of the samples.
 
 A sample is one pipelined batch (the plan): TIME, INFO, INFO commandstats,
-XINFO STREAM/GROUPS per stream, and per job queue its lengths and the
-elements at its ends.  Samples are [(monotonic seconds, {command: parsed
+XINFO STREAM/GROUPS per stream, and per job queue its lengths, the elements
+at its ends and where the previous sample's newest job is now (LPOS).  Samples are [(monotonic seconds, {command: parsed
 reply})]; a command the server refused is None there and its error is kept
 once in run.errors.
 """
@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 from typing import Any, Callable
 
+from . import _redis_flow as flow
 from . import _redis_parse as rp
 from ._redis_link import Run, is_error
 
@@ -45,26 +46,57 @@ def sample_plan(stream_keys: list[bytes], queues: list[dict]) -> list[tuple]:
     return unique
 
 
-def take(run: Run, plan: list[tuple]) -> dict[tuple, Any]:
-    replies = run.link.batch(plan)
-    out = {}
-    for cmd, reply in zip(plan, replies):
-        if is_error(reply):
-            run.errors.setdefault(cmd, " ".join(str(reply).split()))
-            out[cmd] = None
-            continue
-        out[cmd] = parse_reply(cmd, reply)
-    return out
+class Sampler:
+    """Takes the samples: the plan's commands in one batch each time, plus, for
+    every job list, LPOS for the element that was at its push end at the
+    previous sample (see _redis_flow).  The LPOS placeholders of the plan,
+    ("LPOS", key, end), are replaced by the real command when there is an
+    element to look for; their result is {"pos": index or None}."""
+
+    def __init__(self, run: Run, plan: list[tuple], maxlen: int):
+        self.run = run
+        self.plan = plan
+        self.maxlen = maxlen
+        self.previous: dict[tuple, Any] | None = None
+
+    def take(self) -> dict[tuple, Any]:
+        run = self.run
+        sent, batch = [], []
+        out: dict[tuple, Any] = {}
+        for cmd in self.plan:
+            if cmd[0] == "LPOS":
+                _, key, end, check_repeats = cmd
+                anchor = ((self.previous or {}).get(("LINDEX", key, end)) or {}).get("value")
+                if anchor is None:
+                    out[cmd] = None  # nothing to look for: the list was empty (or the job too big to keep)
+                    continue
+                batch.append(flow.lpos_command(key, anchor, end, self.maxlen, check_repeats=check_repeats))
+            else:
+                batch.append(cmd)
+            sent.append(cmd)
+        for cmd, reply in zip(sent, run.link.batch(batch)):
+            if is_error(reply):
+                run.errors.setdefault(cmd, " ".join(str(reply).split()))
+                out[cmd] = None
+                continue
+            out[cmd] = flow.parse_lpos(reply) if cmd[0] == "LPOS" else parse_reply(cmd, reply)
+        self.previous = out
+        return out
 
 
 def queue_sample_commands(q: dict) -> list[tuple]:
     cmds: list[tuple] = []
     keys = q["keys"] or [q["key"]]
+    push = flow.push_end(q["layout"], q["consume_index"])
+    ends = [flow.HEAD, flow.TAIL] if push is None else [push]
     for key in keys:
+        # Adjacent in the batch, so they see the list at (nearly always) the
+        # same moment: where the last sample's newest job is now, the length,
+        # the newest job (to look for next time), the oldest.
+        cmds += [("LPOS", key, end, push is None) for end in ends]
         cmds.append(("LLEN", key))
-        if q["consume_index"] is None:
-            cmds += [("LINDEX", key, 0), ("LINDEX", key, -1)]
-        else:
+        cmds += [("LINDEX", key, end) for end in ends]
+        if q["consume_index"] is not None:
             cmds.append(("LINDEX", key, q["consume_index"]))
     name = q["name"]
     if q["layout"] == "rq":

@@ -3,7 +3,7 @@ RQ, Sidekiq, Dramatiq, and any list named with --queue), memory and
 eviction, blocked clients.
 
 Read-only.  Every command qdiag sends reads: SCAN, TYPE, EXISTS, SSCAN,
-SISMEMBER, XINFO, XPENDING, XRANGE (one entry), LLEN, LINDEX, HLEN, HGET,
+SISMEMBER, XINFO, XPENDING, XRANGE (one entry), LLEN, LINDEX, LPOS, HLEN, HGET,
 HMGET, ZCARD, ZCOUNT, ZRANGE, GET, DBSIZE, INFO, TIME, CLIENT ID, CLIENT
 LIST, MEMORY DOCTOR.  The handshake is AUTH and SELECT only: qdiag sets no
 connection name (CLIENT SETNAME would only label its own connection, but
@@ -41,7 +41,7 @@ from ._redis_clients import client_summary, discover_consumers
 from ._redis_jobs import job_details, job_records, layout_summary
 from ._redis_keys import discover_keys, is_glob, streams_with_groups, unrecognised_lists
 from ._redis_link import Link, Run, is_error
-from ._redis_samples import sample_plan, take
+from ._redis_samples import Sampler, sample_plan
 from ._redis_server import hints, server_state
 from ._redis_streams import group_details, stream_records
 
@@ -62,6 +62,7 @@ DEFAULTS: dict[str, float | int] = {
     "doctor_chars": 2000,        # MEMORY DOCTOR text kept
     "max_listed": 50,            # consumers per group, blocked clients, poison entries listed
     "max_set_members": 1000,     # members read from registry sets (rq:queues, queues, bindings)
+    "flow_maxlen": 100_000,      # elements LPOS may scan per job list and sample to find the last newest job
 }
 
 
@@ -82,6 +83,7 @@ _HELP = {
     "connect_timeout_s": "seconds to connect", "doctor_chars": "MEMORY DOCTOR text kept",
     "max_listed": "consumers per group, blocked clients, poison entries listed",
     "max_set_members": "members read from registry sets",
+    "flow_maxlen": "elements LPOS may scan per job list and sample (exact in/out rates up to this many pushes)",
 }
 OPTIONS = tuple(
     Option(key, "float" if isinstance(default, float) else "int", default, _HELP[key],
@@ -169,7 +171,8 @@ def _collect(ctx, target, opts, link: Link, notes: list[str]) -> dict:
     _refuse_when_nothing_named_exists(ctx, target, found, stream_keys, queues)
 
     plan = sample_plan(stream_keys, queues)
-    samples = ctx.sample(lambda: take(run, plan), int(opts["samples"]))
+    sampler = Sampler(run, plan, int(opts["flow_maxlen"]))
+    samples = ctx.sample(sampler.take, int(opts["samples"]))
     count()
     if not samples:
         raise DeadlineReached(ctx.name)

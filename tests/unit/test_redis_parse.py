@@ -358,3 +358,105 @@ def test_error_line_masks_a_password_the_error_repeats():
     line = explain(rx.ConnectionError("weird failure for app:pw-Secret9"), _target("redis://app:pw-Secret9@h:1/0"),
                    1.0, stage="read")
     assert "pw-Secret9" not in line and "***" in line
+
+
+# --- inflow and outflow of job lists (probes/_redis_flow.py), replayed from flows.json -------
+# Recorded by tests/fixtures/redis/record_flows.py: real pushes and pops between the samples,
+# the replies the probe reads at each sample, and the truth.
+
+@pytest.fixture(scope="module")
+def flows():
+    return json.loads((FIXTURES / "flows.json").read_text())["cases"]
+
+
+def _replayed(case):
+    """The recorded replies as the probe's samples [(t, {command: parsed})], and its queue."""
+    from qdiag.probes import _redis_flow as flow
+    from qdiag.probes._redis_samples import parse_reply
+
+    key = case["key"]
+    samples = []
+    for i, replies in enumerate(case["samples"]):
+        values = {}
+        for cmd, reply in replies:
+            reply = _as_wire(reply)
+            if cmd[0] == "LPOS":
+                values[("LPOS", key, cmd[1], cmd[2])] = flow.parse_lpos(reply)
+            elif cmd[0] == "LLEN":
+                values[("LLEN", key)] = reply
+            else:
+                values[("LINDEX", key, cmd[1])] = parse_reply(("LINDEX", key, cmd[1]), reply)
+        samples.append((float(i), values))
+    queue = {"layout": case["layout"], "name": key, "key": key, "keys": [key], "consume_index": case["consume_index"]}
+    return samples, queue
+
+
+# Cases where every interval can be counted exactly; the others are lower bounds.
+EXACT_FLOWS = {"rq_draining", "sidekiq_quiet", "celery_restored", "list_pushed_at_tail", "list_pushed_at_head"}
+
+
+def test_flow_cases_cover_exact_and_bounded(flows):
+    assert EXACT_FLOWS < set(flows) and len(set(flows) - EXACT_FLOWS) >= 5
+
+
+@pytest.mark.parametrize("name", sorted(json.loads((FIXTURES / "flows.json").read_text())["cases"]))
+def test_flow_counts_match_what_happened(flows, name):
+    """Exact counts equal what was pushed and taken; otherwise the counts are
+    lower bounds of it, flagged as such, with no rate pretending to be exact."""
+    from qdiag.probes._redis_jobs import list_flow
+
+    case = flows[name]
+    samples, queue = _replayed(case)
+    got = list_flow(samples, queue, queue["keys"], case["maxlen"])
+    pushed = sum(t["pushed"] for t in case["truth"])
+    taken = sum(max(0, t["taken"]) for t in case["truth"])  # net of jobs put back, never below zero
+    span = len(samples) - 1
+    assert got.exact is (name in EXACT_FLOWS), got.basis
+    if got.exact:
+        assert (got.pushed, got.taken) == (pushed, taken)
+        assert (got.rate_in, got.rate_out) == (round(pushed / span, 3), round(taken / span, 3))
+    else:
+        assert got.rate_in is None and got.rate_out is None
+        assert got.pushed <= pushed and got.taken <= taken
+        assert got.rate_in_min == round(got.pushed / span, 3)
+        assert "lower bounds" in got.basis
+
+
+def test_flow_bounds_name_their_reason(flows):
+    from qdiag.probes._redis_jobs import list_flow
+
+    reasons = {"celery_growing": "took every job", "celery_empty_then_jobs": "list was empty",
+               "rq_beyond_maxlen": "more than 5 jobs pushed", "list_repeated_elements": "cannot be told apart",
+               "list_pushed_at_both_ends": "both ends", "dramatiq_all_taken": "took every job"}
+    for name, reason in reasons.items():
+        samples, queue = _replayed(flows[name])
+        assert reason in list_flow(samples, queue, queue["keys"], flows[name]["maxlen"]).basis, name
+
+
+def test_flow_needs_lpos_replies():
+    """A job to look for and no LPOS reply (the command failed): no counts at all, not zeros."""
+    from qdiag.probes._redis_jobs import list_flow
+
+    key = "q"
+    first = {("LLEN", key): 3, ("LINDEX", key, 0): {"value": b"j3"}, ("LINDEX", key, -1): {"value": b"j1"}}
+    second = {("LLEN", key): 5, ("LPOS", key, 0, False): None, ("LINDEX", key, 0): {"value": b"j5"}}
+    queue = {"layout": "celery", "name": key, "key": key, "keys": [key], "consume_index": -1}
+    assert list_flow([(0.0, first), (1.0, second)], queue, [key], 100) is None
+
+
+def test_flow_interval_arithmetic():
+    from qdiag.probes import _redis_flow as flow
+
+    # LPUSH layout: the remembered job is 4 from the head: 4 pushed; length 10 -> 12: 2 taken.
+    assert flow.interval(10, True, 4, 12, flow.HEAD, 100) == flow.Interval(4, 2, True)
+    # RPUSH layout: found at index 7 of 12: 4 from the tail end.
+    assert flow.interval(10, True, 7, 12, flow.TAIL, 100) == flow.Interval(4, 2, True)
+    # Gone: at least the 12 now there were pushed, and the 10 there before were taken.
+    assert flow.interval(10, True, None, 12, flow.HEAD, 100) == flow.Interval(12, 10, False, "workers took every job that was waiting")
+    # Gone, but the list is longer than MAXLEN: only MAXLEN new ones are certain.
+    assert flow.interval(10, True, None, 300, flow.HEAD, 100).pushed == 100
+    assert flow.interval(None, True, 3, 5, flow.HEAD, 100) is None
+    assert flow.push_end("celery", -1) == flow.HEAD and flow.push_end("rq", 0) == flow.TAIL
+    assert flow.push_end("list", None) is None
+    assert flow.lpos_command("k", b"e", flow.TAIL, 50, check_repeats=True) == ("LPOS", "k", b"e", "RANK", -1, "COUNT", 2, "MAXLEN", 50)
+    assert flow.parse_lpos([3, 9]) == {"pos": 3, "repeats": True} and flow.parse_lpos(None) == {"pos": None, "repeats": False}
