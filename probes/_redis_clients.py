@@ -10,11 +10,40 @@ import os
 from typing import Any
 
 from . import _redis_parse as rp
-from ._redis_link import Link, Run, is_error
+from ._redis_link import Link, Run, is_error, tls_options
+from ._redis_samples import parse_reply
 
 
-def client_summary(run: Run, raw_list: Any, streams_details: dict, list_details: dict) -> dict[str, Any]:
-    clients = rp.parse_client_list(raw_list)
+def read_client_list(link: Link, connected: int | None, limit: int) -> tuple[list[dict] | None, dict[str, Any]]:
+    """CLIENT LIST TYPE normal (no replicas, no pub/sub connections), bounded:
+    not read at all when INFO counts more than `limit` connected clients (a
+    reply of 50,000 clients is megabytes of text, every sample), and parsed
+    up to `limit` clients when more connected meanwhile.
+
+    Returns (clients or None, {"listed", "truncated", "skipped", "now_ms"});
+    skipped says why the list was not read (refused, too many clients);
+    now_ms is the server's time when it was read."""
+    meta: dict[str, Any] = {"listed": None, "truncated": False, "skipped": None, "limit": limit}
+    if connected is not None and connected > limit:
+        meta["skipped"] = (f"{connected} clients connected, more than max_clients={limit}: CLIENT LIST not read "
+                           "(blocked clients, consumer connections and liveness unknown)")
+        return None, meta
+    now, raw = link.batch([("TIME",), ("CLIENT", "LIST", "TYPE", "normal")])
+    if is_error(raw) and "syntax" in str(raw).lower():  # Redis before 5.0: no TYPE filter
+        raw = link.batch([("CLIENT", "LIST")])[0]
+    meta["now_ms"] = None if is_error(now) else parse_reply(("TIME",), now)
+    if is_error(raw):
+        meta["skipped"] = f"CLIENT LIST refused ({' '.join(str(raw).split())}); blocked clients unknown"
+        return None, meta
+    clients = [c for c in rp.parse_client_list(raw, limit) if not set(c.get("flags", "")) & set("MSOP")]
+    meta["listed"] = len(clients)
+    if rp.client_list_lines(raw) > limit:
+        meta["truncated"] = True
+    return clients, meta
+
+
+def client_summary(run: Run, clients: list[dict], meta: dict, streams_details: dict,
+                   list_details: dict) -> dict[str, Any]:
     blocked = rp.blocked_clients(clients, run.own_id)
     # Which queue a blocked connection serves, where its name tells: a
     # connection named like a stream consumer, or an RQ worker (RQ names its
@@ -29,7 +58,7 @@ def client_summary(run: Run, raw_list: Any, streams_details: dict, list_details:
     for c in blocked:
         if c["name"] and c["name"] in by_name:
             c["consumer_of"] = by_name[c["name"]][:5]
-    return {
+    out = {
         "total": len([c for c in clients if c.get("id") != run.own_id]),
         "blocked_count": len(blocked),
         "blocked_by_command": rp.count_by(blocked, "cmd"),
@@ -37,6 +66,9 @@ def client_summary(run: Run, raw_list: Any, streams_details: dict, list_details:
         "blocked": blocked[:limit],
         "note": "CLIENT LIST shows each client's last command, not the keys a blocked client waits on",
     }
+    if meta.get("truncated"):
+        out["truncated"] = f"only the first {meta['listed']} clients of CLIENT LIST were read (max_clients)"
+    return out
 
 
 def discover_consumers(ctx) -> list[dict]:
@@ -49,15 +81,17 @@ def discover_consumers(ctx) -> list[dict]:
     target = ctx.targets.redis
     if target is None:
         return []
-    link = Link(ctx, target, connect_timeout_s=2.0, call_timeout_s=2.0)
+    opts = ctx.options
+    link = Link(ctx, target, connect_timeout_s=2.0, call_timeout_s=2.0, tls=tls_options(opts))
     link.open()
     try:
-        own, raw = link.batch([("CLIENT", "ID"), ("CLIENT", "LIST")])
-        if is_error(raw):
+        own, info = link.batch([("CLIENT", "ID"), ("INFO", "clients")])
+        connected = None if is_error(info) else rp.as_int(rp.parse_info(info).get("connected_clients"))
+        listed, _ = read_client_list(link, connected, int(opts["max_clients"]))
+        if listed is None:
             return []
         own_id = None if is_error(own) else str(rp.as_int(own))
-        clients = [c for c in rp.parse_client_list(raw)
-                   if c.get("id") != own_id and not set(c.get("flags", "")) & set("MSO")]
+        clients = [c for c in listed if c.get("id") != own_id]
         named = [c for c in clients if c.get("name") and c.get("db") == str(target.db)][:200]
         queues = link.batch([("HGET", f"rq:worker:{c['name']}", "queues") for c in named]) if named else []
     finally:

@@ -10,6 +10,7 @@ the per-command errors that the key, stream and job-queue modules add to.
 from __future__ import annotations
 
 import inspect
+import os
 from typing import Any
 
 from qdiag.context import DeadlineReached
@@ -22,12 +23,14 @@ class Link:
     """One Redis connection: raw replies, pipelined batches, round trips and
     commands counted, every read bounded by what is left of the deadline."""
 
-    def __init__(self, ctx, target, *, connect_timeout_s: float, call_timeout_s: float, batch: int = 500):
+    def __init__(self, ctx, target, *, connect_timeout_s: float, call_timeout_s: float, batch: int = 500,
+                 tls: dict[str, Any] | None = None):
         self.ctx = ctx
         self.target = target
         self.call_timeout_s = call_timeout_s
         self.connect_timeout_s = connect_timeout_s
         self.batch_size = max(1, int(batch))
+        self.tls = tls or {}
         self.round_trips = 0
         self.commands = 0
         self.used: set[str] = set()  # distinct command names sent, e.g. "XINFO|GROUPS"
@@ -44,22 +47,11 @@ class Link:
             raise ProbeError("the 'redis' Python package is not installed (pip install redis)") from None
         cls = SSLConnection if self.target.tls else Connection
         timeout = self.ctx.io_timeout(self.connect_timeout_s)
-        kwargs: dict[str, Any] = {
-            "host": self.target.host, "port": self.target.port, "db": self.target.db,
-            "username": self.target.username, "password": self.target.password,
-            "socket_timeout": self.ctx.io_timeout(self.call_timeout_s), "socket_connect_timeout": timeout,
-            # A retry would multiply the wait on a port that never answers.
-            "retry": Retry(NoBackoff(), 0), "retry_on_timeout": False, "health_check_interval": 0,
-        }
-        accepted = init_params(cls)
-        if "protocol" in accepted:
-            kwargs["protocol"] = 2
-        if "driver_info" in accepted:
-            kwargs["driver_info"] = None  # no CLIENT SETINFO in the handshake
-        elif "lib_name" in accepted:
-            kwargs["lib_name"] = None
-            kwargs["lib_version"] = None
-        self.conn = cls(**{k: v for k, v in kwargs.items() if k in accepted or k in ("host", "port")})
+        kwargs = connection_kwargs(self.target, self.tls, init_params(cls), connect_timeout_s=timeout,
+                                   call_timeout_s=self.ctx.io_timeout(self.call_timeout_s))
+        # A retry would multiply the wait on a port that never answers.
+        kwargs.update(retry=Retry(NoBackoff(), 0))
+        self.conn = cls(**kwargs)
         self._read_takes_timeout = "timeout" in inspect.signature(self.conn.read_response).parameters
         try:
             self.conn.connect()
@@ -112,6 +104,48 @@ class Link:
         if self._read_takes_timeout:
             return self.conn.read_response(disable_decoding=True, timeout=timeout)
         return self.conn.read_response(disable_decoding=True)
+
+
+def tls_options(opts) -> dict[str, Any]:
+    """The probe's rediss:// options: ca_file (a PEM bundle to trust) and insecure_tls (no verification)."""
+    return {"ca_file": opts.get("ca_file"), "insecure": bool(opts.get("insecure_tls"))}
+
+
+def connection_kwargs(target, tls: dict[str, Any], accepted: set[str], *, connect_timeout_s: float,
+                      call_timeout_s: float) -> dict[str, Any]:
+    """redis-py Connection/SSLConnection arguments for the target: timeouts, no
+    retries, no CLIENT SETINFO, RESP2, and for rediss:// the CA and verification
+    options.  A ca_file that cannot be read is an error here, before any
+    connection, rather than an SSL failure later that names no file."""
+    kwargs: dict[str, Any] = {
+        "host": target.host, "port": target.port, "db": target.db,
+        "username": target.username, "password": target.password,
+        "socket_timeout": call_timeout_s, "socket_connect_timeout": connect_timeout_s,
+        "retry_on_timeout": False, "health_check_interval": 0,
+    }
+    if "protocol" in accepted:
+        kwargs["protocol"] = 2
+    if "driver_info" in accepted:
+        kwargs["driver_info"] = None  # no CLIENT SETINFO in the handshake
+    elif "lib_name" in accepted:
+        kwargs["lib_name"] = None
+        kwargs["lib_version"] = None
+    ca_file, insecure = tls.get("ca_file"), tls.get("insecure")
+    if target.tls:
+        if ca_file:
+            path = os.path.expanduser(ca_file)
+            if not os.path.isfile(path) or not os.access(path, os.R_OK):
+                raise ProbeError(f"[probes.redis] ca_file '{ca_file}' is not a readable file; give the path of "
+                                 "the PEM bundle of the CA that signed the server's certificate")
+            kwargs["ssl_ca_certs"] = path
+        if insecure:
+            # The server's certificate is not checked at all: the connection is
+            # encrypted but anyone on the path can pose as the server.
+            kwargs["ssl_cert_reqs"] = "none"
+            kwargs["ssl_check_hostname"] = False
+        else:
+            kwargs["ssl_cert_reqs"] = "required"
+    return {k: v for k, v in kwargs.items() if k in accepted or k in ("host", "port")}
 
 
 _CONTAINERS = {"XINFO", "CLIENT", "MEMORY", "CONFIG", "OBJECT"}

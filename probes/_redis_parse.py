@@ -292,12 +292,17 @@ def parse_info(raw: Any) -> dict[str, Any]:
     return out
 
 
-def parse_client_list(raw: Any) -> list[dict[str, str]]:
-    """CLIENT LIST text -> one dict per client (all values str).  Names cannot
-    contain spaces (CLIENT SETNAME refuses them), so splitting on spaces is safe."""
-    clients = []
-    for line in (text(raw) or "").splitlines():
-        line = line.strip()
+def parse_client_list(raw: Any, limit: int | None = None) -> list[dict[str, str]]:
+    """CLIENT LIST text -> one dict per client (all values str), at most
+    `limit` of them.  Names cannot contain spaces (CLIENT SETNAME refuses
+    them), so splitting on spaces is safe."""
+    clients: list[dict[str, str]] = []
+    body = text(raw) or ""
+    start = 0
+    while start < len(body) and (limit is None or len(clients) < limit):
+        end = body.find("\n", start)
+        end = len(body) if end < 0 else end
+        line, start = body[start:end].strip(), end + 1
         if not line:
             continue
         client = {}
@@ -308,6 +313,12 @@ def parse_client_list(raw: Any) -> list[dict[str, str]]:
         if client:
             clients.append(client)
     return clients
+
+
+def client_list_lines(raw: Any) -> int:
+    """How many clients a CLIENT LIST reply lists (lines), without parsing them."""
+    body = text(raw) or ""
+    return body.count("\n") + (1 if body and not body.endswith("\n") else 0)
 
 
 # Commands that block a client until a key gets data.  CLIENT LIST shows the
@@ -679,7 +690,8 @@ def age_s(enqueued_at: float | None, now_s: float | None) -> float | None:
 
 OK, WARN, STALL, STOP, UNKNOWN = "OK", "WARN", "STALL", "STOP", "UNKNOWN"
 NO_GROUP = "NO_GROUP"  # a stream nobody reads through a consumer group (as Kafka's topic without a group)
-SEVERITY = {OK: "ok", WARN: "warn", STALL: "err", STOP: "err", UNKNOWN: "unknown", NO_GROUP: "unknown"}
+GONE = "GONE"  # a group whose listed consumers all lost their connection: their processes are gone
+SEVERITY = {OK: "ok", WARN: "warn", STALL: "err", STOP: "err", UNKNOWN: "unknown", NO_GROUP: "unknown", GONE: "err"}
 
 
 def judge(*, waiting: int | None, consumers: int | None, consumed: bool | None,

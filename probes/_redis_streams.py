@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from . import _redis_liveness as liveness
 from . import _redis_parse as rp
 from ._redis_link import Run, is_error
 from ._redis_samples import last, parse_reply, series
@@ -118,6 +119,7 @@ def _group_record(run: Run, key: bytes, name: str, stream: dict, group: dict, su
                      if (c["inactive_ms"] if c["inactive_ms"] is not None else c["idle_ms"] or 0) <= limit_ms)
         listed = [{"name": c["name"], "pending": c["pending"], "idle_s": _ms_to_s(c["idle_ms"]),
                    "inactive_s": _ms_to_s(c["inactive_ms"])} for c in consumers[: int(opts["max_listed"])]]
+    alive = _alive(d, consumers, listed, consumed)
     summary_p = d.get("pending_summary")
     sample = d.get("pending_sample")
     poison = rp.poison_candidates(sample or [], int(opts["poison_deliveries"]), int(opts["max_listed"]))
@@ -140,6 +142,11 @@ def _group_record(run: Run, key: bytes, name: str, stream: dict, group: dict, su
         reason += f" ({depth} undelivered, {pending} pending)"
         if status == rp.STALL and active == 0 and consumers:
             reason += f"; none of the {len(consumers)} consumers read in the last {opts['active_idle_s']:g}s"
+    if alive["consumers_alive"] == 0 and (waiting or pending or (depth is None and status in (rp.STALL, rp.UNKNOWN))):
+        status = rp.GONE
+        reason = (f"{len(consumers)} consumer(s) listed in the group and none has a client connection: their "
+                  f"processes are gone (the last read {alive['gone_last_seen_s']:.0f}s ago); "
+                  f"{'unknown' if depth is None else depth} undelivered, {pending} pending with the gone consumers")
     record = {
         "system": "redis", "name": name, "group": gname, "layout": "stream",
         "depth": depth, "rate_in": summary["rate_in"], "rate_out": rate_out,
@@ -159,13 +166,44 @@ def _group_record(run: Run, key: bytes, name: str, stream: dict, group: dict, su
         "oldest_undelivered_age_s": rp.id_age_s(d.get("next_undelivered_id"), now_ms),
         "oldest_pending_age_s": rp.id_age_s(summary_p["min_id"], now_ms) if summary_p else None,
         "oldest_pending_idle_s": _ms_to_s(max((e["idle_ms"] or 0 for e in sample), default=None)) if sample else None,
-        "consumers_recently_active": active, "consumer_list": listed,
+        "consumers_recently_active": active, "consumer_list": listed, **alive,
         "pending_by_consumer": summary_p["consumers"] if summary_p else None,
         "pending_sampled": len(sample) if sample is not None else None,
         "poison_candidates": poison, "poison_threshold": int(opts["poison_deliveries"]),
         "details_skipped": d.get("skipped"), "samples": len(per_sample),
     }
     return record
+
+
+def _alive(d: dict, consumers: list[dict] | None, listed: list[dict] | None, consumed: bool | None) -> dict[str, Any]:
+    """The record's liveness fields: how many listed consumers have a client
+    connection (alive) and how many none (gone: their process died), the
+    pending entries the gone ones hold, and how long ago the last of them read."""
+    verdicts = d.get("liveness")
+    out: dict[str, Any] = {"consumers_alive": None, "consumers_gone": None, "consumers_gone_list": None,
+                           "gone_pending": None, "gone_last_seen_s": None,
+                           "liveness_basis": d.get("liveness_unknown")}
+    if consumers is None or verdicts is None:
+        return out
+    gone = [c for c in consumers if not (verdicts.get(c["name"]) or {}).get("alive")]
+    for item in listed or []:
+        v = verdicts.get(item["name"]) or {}
+        item["connection"] = v.get("addr") if v.get("alive") else "gone"
+    out.update(consumers_alive=len(consumers) - len(gone), consumers_gone=len(gone),
+               consumers_gone_list=[{"name": c["name"], "pending": c["pending"], "idle_s": _ms_to_s(c["idle_ms"])}
+                                    for c in sorted(gone, key=lambda c: -(c["pending"] or 0))[:20]],
+               gone_pending=sum(c["pending"] or 0 for c in gone),
+               gone_last_seen_s=_ms_to_s(min((c["idle_ms"] or 0 for c in gone), default=None)) if gone else None,
+               liveness_basis=("CLIENT LIST: a consumer is alive when a client connection on this database was "
+                               "open at its last read, used since, and named like it or last sent a stream-consumer "
+                               "command (XREADGROUP, XACK, XCLAIM, XAUTOCLAIM, XPENDING); gone when none can be it"))
+    if consumed and out["consumers_alive"] == 0:
+        # Entries were delivered during the window, so some reader is connected
+        # after all (a connection the test could not recognise): say unknown.
+        out.update(consumers_alive=None, consumers_gone=None,
+                   liveness_basis="unknown: entries were read during the window, yet no listed consumer "
+                                  "has a recognisable connection")
+    return out
 
 
 def _oldest(*ages: float | None) -> float | None:
@@ -220,7 +258,7 @@ def group_details(run: Run, samples, stream_keys: list[bytes]) -> tuple[dict, in
     replies = dict(zip(commands, run.link.batch(commands)))
     now_ms = parse_reply(("TIME",), replies[("TIME",)]) if not is_error(replies[("TIME",)]) else None
     for _, key, g, depth in candidates[:limit]:
-        d: dict[str, Any] = {}
+        d: dict[str, Any] = {"undelivered": depth}
         r = replies.get(("XINFO", "CONSUMERS", key, g["name"]))
         if r is not None and not is_error(r):
             d["consumers"] = rp.parse_xinfo_consumers(r)
@@ -235,3 +273,34 @@ def group_details(run: Run, samples, stream_keys: list[bytes]) -> tuple[dict, in
             d["next_undelivered_id"] = rp.text(r[0][0])
         details[(key, g["name"])] = d
     return details, now_ms
+
+
+def mark_liveness(run: Run, details: dict, clients: list[dict] | None, meta: dict, details_now_ms: int | None,
+                  *, role: str | None) -> None:
+    """Which listed consumers still have a connection (_redis_liveness): sets
+    details[(key, group)]["liveness"] = {consumer: verdict}, or
+    ["liveness_unknown"] = why it cannot be told."""
+    groups = [d for d in details.values() if d.get("consumers")]
+    if not groups:
+        return
+    why = None
+    if clients is None:
+        why = meta.get("skipped") or "CLIENT LIST not read"
+    elif meta.get("truncated"):
+        why = f"CLIENT LIST cut at max_clients={meta.get('limit')}: a consumer's connection may be among the rest"
+    elif role not in (None, "master"):
+        why = "this is a replica: consumers connect to the primary, whose clients this node does not list"
+    if why:
+        for d in groups:
+            d["liveness_unknown"] = why
+        return
+    consumers = [{"stream": key, "group": group, "name": c["name"], "idle_ms": c["idle_ms"],
+                  "undelivered": d.get("undelivered")}
+                 for (key, group), d in details.items() for c in d.get("consumers") or []]
+    # XINFO CONSUMERS was read a moment before CLIENT LIST: allow for the gap.
+    gap_s = max(0.0, (meta["now_ms"] - details_now_ms) / 1000.0) if meta.get("now_ms") and details_now_ms else 1.0
+    others = [c for c in clients if c.get("id") != run.own_id]
+    verdicts = liveness.match(consumers, others, run.target.db, slack_s=liveness.SLACK_S + gap_s)
+    for (key, group), d in details.items():
+        if d.get("consumers"):
+            d["liveness"] = {c["name"]: verdicts[(key, group, c["name"])] for c in d["consumers"]}

@@ -37,13 +37,13 @@ from qdiag.probe import NotApplicable, ProbeError, Option, register
 
 from . import _redis_facts
 from . import _redis_parse as rp
-from ._redis_clients import client_summary, discover_consumers
+from ._redis_clients import client_summary, discover_consumers, read_client_list
 from ._redis_jobs import job_details, job_records, layout_summary
 from ._redis_keys import discover_keys, is_glob, streams_with_groups, unrecognised_lists
-from ._redis_link import Link, Run, is_error
+from ._redis_link import Link, Run, is_error, tls_options
 from ._redis_samples import Sampler, sample_plan
 from ._redis_server import hints, server_state
-from ._redis_streams import group_details, stream_records
+from ._redis_streams import group_details, mark_liveness, stream_records
 
 DEFAULTS: dict[str, float | int] = {
     "samples": 3,                # samples over the window (>= 2 for rates)
@@ -63,6 +63,7 @@ DEFAULTS: dict[str, float | int] = {
     "max_listed": 50,            # consumers per group, blocked clients, poison entries listed
     "max_set_members": 1000,     # members read from registry sets (rq:queues, queues, bindings)
     "flow_maxlen": 100_000,      # elements LPOS may scan per job list and sample to find the last newest job
+    "max_clients": 10_000,       # CLIENT LIST is read only up to this many connected clients
 }
 
 
@@ -84,16 +85,25 @@ _HELP = {
     "max_listed": "consumers per group, blocked clients, poison entries listed",
     "max_set_members": "members read from registry sets",
     "flow_maxlen": "elements LPOS may scan per job list and sample (exact in/out rates up to this many pushes)",
+    "max_clients": "CLIENT LIST is not read when more clients are connected (blocked clients, consumer liveness)",
 }
 OPTIONS = tuple(
     Option(key, "float" if isinstance(default, float) else "int", default, _HELP[key],
            low=2 if key == "samples" else (0.05 if isinstance(default, float) else 1),
            high=20 if key == "samples" else None)
-    for key, default in DEFAULTS.items())
+    for key, default in DEFAULTS.items()) + (
+    Option("ca_file", "path", None, "rediss:// only: PEM bundle of the CA that signed the server's certificate"),
+    Option("insecure_tls", "bool", False, "rediss:// only: do not verify the server's certificate "
+                                          "(encrypted, but anyone on the path can pose as the server)"),
+)
 
 
 def _options(ctx) -> tuple[dict[str, Any], list[str]]:
-    return {key: ctx.options[key] for key in DEFAULTS}, []
+    opts = {option.name: ctx.options[option.name] for option in OPTIONS}
+    notes = []
+    if not ctx.targets.redis.tls and (opts["ca_file"] or opts["insecure_tls"]):
+        notes.append("ca_file / insecure_tls apply to rediss:// URLs only; this one is redis:// (no TLS)")
+    return opts, notes
 
 
 # ---------------------------------------------------------------------------
@@ -118,7 +128,7 @@ def collect(ctx) -> dict:
         raise NotApplicable("no Redis target: give --redis redis://host:port/db")
     opts, notes = _options(ctx)
     link = Link(ctx, target, connect_timeout_s=opts["connect_timeout_s"], call_timeout_s=opts["call_timeout_s"],
-                batch=int(opts["pipeline_batch"]))
+                batch=int(opts["pipeline_batch"]), tls=tls_options(opts))
     link.open()
     try:
         return _collect(ctx, target, opts, link, notes)
@@ -183,39 +193,20 @@ def _collect(ctx, target, opts, link: Link, notes: list[str]) -> dict:
                                     + job_records(run, samples, queues, {}))
     ctx.partial["notes"] = notes
 
-    details_cut = None
-    stream_details: dict = {}
-    list_details: dict = {}
-    raw_clients = None
-    doctor = None
-    now_ms = samples[-1][1].get(("TIME",))
-    try:
-        stream_details, detail_now = group_details(run, samples, stream_keys)
-        now_ms = detail_now or now_ms
-        list_details = job_details(run, samples, queues)
-        raw_clients, raw_doctor = link.batch([("CLIENT", "LIST"), ("MEMORY", "DOCTOR")])
-        if is_error(raw_clients):
-            notes.append(f"CLIENT LIST refused ({raw_clients}); blocked clients unknown")
-            raw_clients = None
-        if is_error(raw_doctor):
-            notes.append(f"MEMORY DOCTOR refused ({raw_doctor})")
-        else:
-            doctor = rp.clip(rp.text(raw_doctor), int(opts["doctor_chars"]))
-    except DeadlineReached:
-        details_cut = "deadline reached: consumer, pending and oldest-job details are partly missing"
-        notes.append(details_cut)
-
+    d = _details(run, samples, stream_keys, queues)
+    stream_details, list_details, now_ms = d["streams"], d["lists"], d["now_ms"]
     records, streams = stream_records(run, samples, stream_keys, stream_details, now_ms)
     records = _ranked(records + job_records(run, samples, queues, list_details))
-    server = server_state(run, samples, doctor)
+    server = server_state(run, samples, d["doctor"])
     if server["mode"] == "cluster":
         notes.append("Redis Cluster: SCAN and CLIENT LIST cover this node only; keys in other nodes' slots are not seen")
     if server["role"] == "slave":
         notes.append("this is a replica: key state is replicated, but CLIENT LIST shows this node's clients only")
     if server["loading"]:
         notes.append("the server is still loading its dataset: numbers may be incomplete")
-    clients = client_summary(run, raw_clients, stream_details, list_details) if raw_clients is not None else None
-    unrecognised = unrecognised_lists(run, found["unrecognised_lists"]) if not details_cut else None
+    clients = (client_summary(run, d["clients"], d["clients_meta"], stream_details, list_details)
+               if d["clients"] is not None else None)
+    unrecognised = unrecognised_lists(run, found["unrecognised_lists"]) if not d["cut"] else None
     for cmd, err in sorted(run.errors.items(), key=lambda kv: str(kv[0]))[:10]:
         notes.append(f"{' '.join(rp.text(a) for a in cmd)}: {err}")
     count()
@@ -233,6 +224,35 @@ def _collect(ctx, target, opts, link: Link, notes: list[str]) -> dict:
                      "command_names": sorted(link.used)},
         "notes": list(dict.fromkeys(notes)),
     }
+    return out
+
+
+def _details(run: Run, samples, stream_keys: list[bytes], queues: list[dict]) -> dict[str, Any]:
+    """What is read once, after the window: consumer and pending details of the
+    groups with the most work, then at once CLIENT LIST (whose connections
+    tell live consumers from dead ones), the job queues' details, MEMORY DOCTOR.
+    Whatever the deadline leaves out stays out, and a note says so."""
+    last = samples[-1][1]
+    out: dict[str, Any] = {"streams": {}, "lists": {}, "now_ms": last.get(("TIME",)), "clients": None,
+                           "clients_meta": {}, "doctor": None, "cut": None}
+    info = last.get(("INFO",)) or {}
+    try:
+        out["streams"], detail_now = group_details(run, samples, stream_keys)
+        out["now_ms"] = detail_now or out["now_ms"]
+        clients, meta = read_client_list(run.link, info.get("connected_clients"), int(run.opts["max_clients"]))
+        out["clients"], out["clients_meta"] = clients, meta
+        if meta.get("skipped"):
+            run.notes.append(meta["skipped"])
+        mark_liveness(run, out["streams"], clients, meta, detail_now, role=info.get("role"))
+        out["lists"] = job_details(run, samples, queues)
+        raw_doctor = run.link.batch([("MEMORY", "DOCTOR")])[0]
+        if is_error(raw_doctor):
+            run.notes.append(f"MEMORY DOCTOR refused ({raw_doctor})")
+        else:
+            out["doctor"] = rp.clip(rp.text(raw_doctor), int(run.opts["doctor_chars"]))
+    except DeadlineReached:
+        out["cut"] = "deadline reached: consumer, pending and oldest-job details are partly missing"
+        run.notes.append(out["cut"])
     return out
 
 
@@ -254,7 +274,7 @@ def _refuse_when_nothing_named_exists(ctx, target, found, stream_keys, queues) -
                          "check the group name and the database number in the URL")
 
 
-_STATUS_ORDER = {rp.STOP: 0, rp.STALL: 1, rp.WARN: 2, rp.UNKNOWN: 3, rp.NO_GROUP: 4, rp.OK: 5}
+_STATUS_ORDER = {rp.STOP: 0, rp.GONE: 0, rp.STALL: 1, rp.WARN: 2, rp.UNKNOWN: 3, rp.NO_GROUP: 4, rp.OK: 5}
 
 
 def _ranked(records: list[dict]) -> list[dict]:

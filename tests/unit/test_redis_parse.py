@@ -460,3 +460,76 @@ def test_flow_interval_arithmetic():
     assert flow.push_end("list", None) is None
     assert flow.lpos_command("k", b"e", flow.TAIL, 50, check_repeats=True) == ("LPOS", "k", b"e", "RANK", -1, "COUNT", 2, "MAXLEN", 50)
     assert flow.parse_lpos([3, 9]) == {"pos": 3, "repeats": True} and flow.parse_lpos(None) == {"pos": None, "repeats": False}
+
+
+# --- dead versus stuck stream consumers (probes/_redis_liveness.py), from consumers.json ----
+# Recorded by tests/fixtures/redis/record_consumers.py with real processes: busy, hung
+# (stopped in its handler), named (stuck, but PINGing on a connection named after it),
+# dead (SIGKILL while holding entries), plus a producer, a monitor and a client blocked on
+# another stream's group.
+
+@pytest.fixture(scope="module")
+def consumers_rec():
+    return _as_wire(json.loads((FIXTURES / "consumers.json").read_text()))
+
+
+def _liveness_inputs(rec, undelivered=10):
+    consumers = [{"stream": "s", "group": "g", "undelivered": undelivered, **c}
+                 for c in rp.parse_xinfo_consumers(rec["xinfo_consumers"])]
+    own = str(rp.as_int(rec["client_id"]))
+    clients = [c for c in rp.parse_client_list(rec["client_list"]) if c.get("id") != own]
+    return consumers, clients
+
+
+def test_liveness_tells_dead_from_stuck(consumers_rec):
+    from qdiag.probes import _redis_liveness as liveness
+
+    consumers, clients = _liveness_inputs(consumers_rec)
+    got = liveness.match(consumers, clients, consumers_rec["db"])
+    verdict = {name: got[("s", "g", name)]["alive"] for name in consumers_rec["expected"]}
+    assert verdict == {k.decode() if isinstance(k, bytes) else k: v for k, v in consumers_rec["expected"].items()}
+    assert "named like it" in got[("s", "g", "named")]["why"]
+    assert got[("s", "g", "dead")]["addr"] is None
+
+
+def test_liveness_never_takes_a_producer_or_a_monitor(consumers_rec):
+    """With the consumers' own connections gone, the producer (XADD) and the
+    monitor (XINFO) are left: neither can be a consumer's connection."""
+    from qdiag.probes import _redis_liveness as liveness
+
+    consumers, clients = _liveness_inputs(consumers_rec)
+    others = [c for c in clients if c.get("cmd", "").split("|")[0] not in liveness.CONSUMER_COMMANDS
+              and c.get("name") != "named"]
+    assert {c["cmd"].split("|")[0] for c in others} >= {"xadd", "xinfo"}
+    got = liveness.match(consumers, others, consumers_rec["db"])
+    assert not any(v["alive"] for v in got.values())
+
+
+def test_liveness_blocked_reader_serves_another_group_only_when_entries_wait(consumers_rec):
+    """The client blocked in XREADGROUP waits on another stream: it cannot be
+    the dead consumer of a group with undelivered entries, but could be one of
+    a group with nothing to deliver."""
+    from qdiag.probes import _redis_liveness as liveness
+
+    consumers, clients = _liveness_inputs(consumers_rec)
+    dead = [c for c in consumers if c["name"] == "dead"]
+    blocked = [c for c in clients if "b" in c.get("flags", "")]
+    assert len(blocked) == 1
+    assert liveness.match(dead, blocked, consumers_rec["db"])[("s", "g", "dead")]["alive"] is False
+    dead_quiet = [{**dead[0], "undelivered": 0}]
+    assert liveness.match(dead_quiet, blocked, consumers_rec["db"])[("s", "g", "dead")]["alive"] is True
+
+
+def test_liveness_other_database_does_not_count(consumers_rec):
+    from qdiag.probes import _redis_liveness as liveness
+
+    consumers, clients = _liveness_inputs(consumers_rec)
+    got = liveness.match(consumers, clients, consumers_rec["db"] + 1)
+    assert not any(v["alive"] for v in got.values())
+
+
+def test_client_list_is_bounded(consumers_rec):
+    raw = consumers_rec["client_list"]
+    total = rp.client_list_lines(raw)
+    assert total == len(rp.parse_client_list(raw)) >= 8
+    assert len(rp.parse_client_list(raw, limit=3)) == 3
