@@ -129,12 +129,6 @@ def read_sets(run, keys: list[str]) -> dict[str, list[str]]:
     return out
 
 
-def names_are_ours(run) -> bool:
-    """--queue names can only mean this Redis when it is the one broker the user named."""
-    t = run.ctx.targets
-    return t.kafka is None and t.rabbitmq is None and not t.redis.auto_detected
-
-
 def discover_keys(run) -> dict[str, Any]:
     """Keys to look at.  No --queue: SCAN for everything.  Plain names:
     direct lookups, no SCAN.  Glob patterns (orders-*): SCAN, then keep
@@ -241,17 +235,12 @@ def discover_named(run, names: list[str]) -> dict[str, Any]:
         if replies.get(("SISMEMBER", "queues", name)) == 1 and replies.get(("EXISTS", "processes")) == 1:
             sidekiq_registered.setdefault("", set()).add(name)
             hit = True
-        if not hit and (is_glob(name) or not names_are_ours(run)):
-            missing.append(name)
-        elif not hit:
+        if not hit:
             # Redis deletes a list when its last element is popped, so a
-            # drained queue and a mistyped name look the same: report the
-            # name as an empty list (depth 0) and say so, rather than fail
-            # the probe the moment a queue drains.
-            list_keys.append(name)
-            named_lists.append(name)
-            run.notes.append(f"no key '{name}' exists: reported as an empty list (Redis deletes empty lists); "
-                              "check the name and the database number if jobs were expected")
+            # drained plain list and a mistyped name look the same.  Neither
+            # is measured: the name is not found (never a healthy depth 0).
+            # Job layouts keep their queues in registries, found above.
+            missing.append(name)
     queues, _ = rp.recognise(list_keys, celery_queues=celery, rq_registered=rq_registered,
                              sidekiq_registered=sidekiq_registered, named=named_lists)
     # A named list that also matches a layout pattern belongs to that layout;
@@ -261,8 +250,9 @@ def discover_named(run, names: list[str]) -> dict[str, Any]:
             "sidekiq_namespaces": sorted(sidekiq_registered)}
 
 
-def streams_with_groups(run: Run, stream_keys: list[bytes]) -> list[bytes]:
-    """--group narrows streams to those that have one of the named groups."""
+def streams_with_groups(run: Run, stream_keys: list[bytes]) -> tuple[list[bytes], list[str]]:
+    """--group narrows streams to those that have one of the named groups.
+    Returns (those streams, the named groups no stream looked at has)."""
     wanted = set(run.ctx.targets.groups)
     replies = run.link.batch([("XINFO", "GROUPS", k) for k in stream_keys]) if stream_keys else []
     kept, seen = [], set()
@@ -273,9 +263,10 @@ def streams_with_groups(run: Run, stream_keys: list[bytes]) -> list[bytes]:
         if names & wanted:
             kept.append(key)
             seen |= names & wanted
-    for g in sorted(wanted - seen):
+    missing = sorted(wanted - seen)
+    for g in missing:
         run.notes.append(f"consumer group '{g}' not found on any stream looked at")
-    return kept
+    return kept, missing
 
 
 def unrecognised_lists(run: Run, keys: list[str]) -> dict[str, Any] | None:

@@ -163,14 +163,21 @@ def _collect(ctx, target, opts, link: Link, notes: list[str]) -> dict:
     if len(queues) > opts["max_queues"]:
         notes.append(f"{len(queues)} list queues found; looked at the first {int(opts['max_queues'])} (max_queues)")
         queues = queues[: int(opts["max_queues"])]
+    missing_groups: list[str] = []
     if ctx.targets.groups:
-        stream_keys = streams_with_groups(run, stream_keys)
+        stream_keys, missing_groups = streams_with_groups(run, stream_keys)
     for name in found["missing"]:
         if is_glob(name):
             notes.append(f"no stream or list queue on {target.label()} matches '{name}'")
         else:
             notes.append(f"queue '{name}' not found on {target.label()}: no stream or list named {name}, "
-                         f"rq:queue:{name}, queue:{name} or dramatiq:{name}")
+                         f"rq:queue:{name}, queue:{name} or dramatiq:{name}, and no RQ, Sidekiq or Celery registry "
+                         "lists it (Redis deletes a list when its last job is taken, so a drained plain list "
+                         "looks the same); check the name and the database number in the URL")
+    not_found = [{"kind": "queue", "name": name} for name in found["missing"]]
+    not_found += [{"kind": "group", "name": g} for g in missing_groups]
+    if not_found:
+        ctx.partial["not_found"] = not_found
     discovery = {
         "mode": found["mode"], "scan": found["scan"], "streams": len(stream_keys),
         "list_queues": rp.count_by(queues, "layout"), "missing": found["missing"],
@@ -178,7 +185,6 @@ def _collect(ctx, target, opts, link: Link, notes: list[str]) -> dict:
     }
     ctx.partial["discovery"] = discovery
     count()
-    _refuse_when_nothing_named_exists(ctx, target, found, stream_keys, queues)
 
     plan = sample_plan(stream_keys, queues)
     sampler = Sampler(run, plan, int(opts["flow_maxlen"]))
@@ -218,6 +224,7 @@ def _collect(ctx, target, opts, link: Link, notes: list[str]) -> dict:
         "clients": clients,
         "hints": hints(server, clients or {}, records, target),
         "discovery": discovery,
+        **({"not_found": not_found} if not_found else {}),
         "unrecognised_lists": unrecognised,
         "window": {"samples": len(samples), "span_s": round(samples[-1][0] - samples[0][0], 3)},
         "requests": {"round_trips": link.round_trips, "commands": link.commands,
@@ -254,24 +261,6 @@ def _details(run: Run, samples, stream_keys: list[bytes], queues: list[dict]) ->
         out["cut"] = "deadline reached: consumer, pending and oldest-job details are partly missing"
         run.notes.append(out["cut"])
     return out
-
-
-def _refuse_when_nothing_named_exists(ctx, target, found, stream_keys, queues) -> None:
-    """Every name given with --queue/--group missing is an error when Redis is
-    the only broker, and one the user named (the names cannot be meant for
-    another broker, nor was this Redis only found listening on its port)."""
-    t = ctx.targets
-    others = t.kafka is not None or t.rabbitmq is not None
-    if others or target.auto_detected:
-        return
-    if t.queues and found["missing"] and len(found["missing"]) == len(t.queues):
-        names = ", ".join(found["missing"])
-        what = "matches" if any(is_glob(n) for n in found["missing"]) else "named"
-        raise ProbeError(f"{target.label()}: no queue {what} {names} (looked for a stream or list of that name, "
-                         f"rq:queue:NAME, queue:NAME, dramatiq:NAME); check the name and the database number in the URL")
-    if t.groups and not stream_keys and not queues:
-        raise ProbeError(f"{target.label()}: no stream has a consumer group named {', '.join(t.groups)}; "
-                         "check the group name and the database number in the URL")
 
 
 _STATUS_ORDER = {rp.STOP: 0, rp.GONE: 0, rp.STALL: 1, rp.WARN: 2, rp.UNKNOWN: 3, rp.NO_GROUP: 4, rp.OK: 5}
