@@ -123,11 +123,21 @@ def _entry_id(entry: Any) -> str | None:
     return None
 
 
+def _entry_bytes(entry: Any) -> int:
+    """Bytes of an entry's field names and values ([id, [f, v, ...]])."""
+    if not isinstance(entry, (list, tuple)) or len(entry) < 2 or not isinstance(entry[1], (list, tuple)):
+        return 0
+    return sum(len(x) for x in entry[1] if isinstance(x, (bytes, bytearray, str)))
+
+
 def parse_xinfo_stream(raw: Sequence) -> dict[str, Any]:
     """XINFO STREAM key (not FULL).  entries-added, max-deleted-entry-id and
-    recorded-first-entry-id exist from Redis 7.0 on (None before)."""
+    recorded-first-entry-id exist from Redis 7.0 on (None before).
+    entry_bytes: the larger of the first and last entries, as XINFO STREAM
+    sends both whole every time."""
     d = pairs(raw)
     return {
+        "entry_bytes": max(_entry_bytes(d.get("first-entry")), _entry_bytes(d.get("last-entry"))),
         "length": as_int(d.get("length")),
         "entries_added": as_int(d.get("entries-added")),
         "groups": as_int(d.get("groups")),
@@ -208,6 +218,19 @@ def poison_candidates(entries: Iterable[dict], threshold: int, limit: int = 20) 
 # Consumer-group depth.  `lag` (7.0+) = entries-added - entries-read: the
 # entries the group has not been given yet, counting from the group's
 # last-delivered-id.  Redis returns nil when it cannot count that exactly.
+
+
+def lean_stream(length: int | None, groups: list[dict] | None, first: dict) -> dict[str, Any]:
+    """A stream's state without XINFO STREAM (whose reply carries the first and
+    last entries whole): the length from XLEN, entries-added from a group's
+    entries-read + lag (Redis' own definition of lag), the rest unknown.  The
+    deleted-entry mark is kept from the first sample's XINFO STREAM."""
+    added = [g["entries_read"] + g["lag"] for g in groups or []
+             if g.get("entries_read") is not None and g.get("lag") is not None]
+    return {"entry_bytes": None, "length": length, "entries_added": max(added) if added else None,
+            "groups": len(groups) if groups is not None else None, "last_generated_id": None,
+            "max_deleted_id": first.get("max_deleted_id"), "recorded_first_id": None,
+            "first_id": None, "last_id": None, "lean": True}
 
 
 def lag_null_reason(stream: dict, group: dict) -> str | None:

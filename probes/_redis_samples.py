@@ -53,18 +53,25 @@ class Sampler:
     ("LPOS", key, end), are replaced by the real command when there is an
     element to look for; their result is {"pos": index or None}."""
 
-    def __init__(self, run: Run, plan: list[tuple], maxlen: int):
+    def __init__(self, run: Run, plan: list[tuple], maxlen: int, max_entry_bytes: int = 65_536):
         self.run = run
         self.plan = plan
         self.maxlen = maxlen
+        self.max_entry_bytes = max_entry_bytes
         self.previous: dict[tuple, Any] | None = None
+        # Streams whose first or last entry is bigger than max_entry_bytes: XINFO
+        # STREAM sends both entries whole, so after the first sample they are read
+        # with XLEN and XINFO GROUPS instead (rp.lean_stream).
+        self.lean: dict[Any, dict] = {}
 
     def take(self) -> dict[tuple, Any]:
         run = self.run
         sent, batch = [], []
         out: dict[tuple, Any] = {}
         for cmd in self.plan:
-            if cmd[0] == "LPOS":
+            if cmd[:2] == ("XINFO", "STREAM") and cmd[2] in self.lean:
+                batch.append(("XLEN", cmd[2]))
+            elif cmd[0] == "LPOS":
                 _, key, end, check_repeats = cmd
                 anchor = ((self.previous or {}).get(("LINDEX", key, end)) or {}).get("value")
                 if anchor is None:
@@ -79,7 +86,21 @@ class Sampler:
                 run.errors.setdefault(cmd, " ".join(str(reply).split()))
                 out[cmd] = None
                 continue
-            out[cmd] = flow.parse_lpos(reply) if cmd[0] == "LPOS" else parse_reply(cmd, reply)
+            if cmd[:2] == ("XINFO", "STREAM") and cmd[2] in self.lean:
+                out[cmd] = ("XLEN", rp.as_int(reply))  # completed below, once the groups are known
+            else:
+                out[cmd] = flow.parse_lpos(reply) if cmd[0] == "LPOS" else parse_reply(cmd, reply)
+        for cmd, value in out.items():
+            if cmd[:2] != ("XINFO", "STREAM") or value is None:
+                continue
+            key = cmd[2]
+            if isinstance(value, tuple):
+                out[cmd] = rp.lean_stream(value[1], out.get(("XINFO", "GROUPS", key)), self.lean[key])
+            elif (value.get("entry_bytes") or 0) > self.max_entry_bytes and key not in self.lean:
+                self.lean[key] = value
+                run.notes.append(f"stream '{rp.text(key)}' has entries over {self.max_entry_bytes} bytes "
+                                 f"(max_entry_bytes): XINFO STREAM read once, then XLEN and XINFO GROUPS; "
+                                 "its first and last entry ids and ages are not followed")
         self.previous = out
         return out
 

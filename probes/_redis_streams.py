@@ -42,6 +42,8 @@ def stream_records(run: Run, samples, stream_keys: list[bytes], details: dict, n
         length = series(samples, ("XINFO", "STREAM", key), lambda s: s["length"])
         rate_in = rp.rate(added, counter=True)
         rate_basis = "entries-added"
+        if stream.get("lean"):
+            rate_basis = "entries-added, then a group's entries-read + lag (entries too big to read XINFO STREAM again)"
         if rate_in is None and all(v is None for _, v in added):
             rate_in, rate_basis = None, "unknown (no entries-added before Redis 7.0)"
         summary = {
@@ -51,7 +53,7 @@ def stream_records(run: Run, samples, stream_keys: list[bytes], details: dict, n
             "last_entry_age_s": rp.id_age_s(stream["last_id"], now_ms),
             "first_entry_age_s": rp.id_age_s(stream["first_id"], now_ms),
             "groups": len(groups), "rate_in": rate_in, "rate_in_basis": rate_basis,
-            "length_trend": rp.trend(length),
+            "length_trend": rp.trend(length), "big_entries": bool(stream.get("lean")),
         }
         streams.append(summary)
         shown = [g for g in groups if not wanted_groups or g["name"] in wanted_groups]
@@ -253,7 +255,9 @@ def group_details(run: Run, samples, stream_keys: list[bytes]) -> tuple[dict, in
             commands.append(("XPENDING", key, g["name"]))
             if rank < sampled:
                 commands.append(("XPENDING", key, g["name"], "-", "+", int(run.opts["pending_sample"])))
-        if depth != 0 and rp.next_id(g["last_delivered_id"]):
+        # (The entry comes whole: not for streams whose entries are too big to read.)
+        lean = (last.get(("XINFO", "STREAM", key)) or {}).get("lean")
+        if depth != 0 and rp.next_id(g["last_delivered_id"]) and not lean:
             commands.append(("XRANGE", key, rp.next_id(g["last_delivered_id"]), "+", "COUNT", 1))
     replies = dict(zip(commands, run.link.batch(commands)))
     now_ms = parse_reply(("TIME",), replies[("TIME",)]) if not is_error(replies[("TIME",)]) else None

@@ -3,7 +3,7 @@ RQ, Sidekiq, Dramatiq, and any list named with --queue), memory and
 eviction, blocked clients.
 
 Read-only.  Every command qdiag sends reads: SCAN, TYPE, EXISTS, SSCAN,
-SISMEMBER, XINFO, XPENDING, XRANGE (one entry), LLEN, LINDEX, LPOS, HLEN, HGET,
+SISMEMBER, XINFO, XLEN, XPENDING, XRANGE (one entry), LLEN, LINDEX, LPOS, HLEN, HGET,
 HMGET, ZCARD, ZCOUNT, ZRANGE, GET, DBSIZE, INFO, TIME, CLIENT ID, CLIENT
 LIST, MEMORY DOCTOR.  The handshake is AUTH and SELECT only: qdiag sets no
 connection name (CLIENT SETNAME would only label its own connection, but
@@ -64,6 +64,7 @@ DEFAULTS: dict[str, float | int] = {
     "max_set_members": 1000,     # members read from registry sets (rq:queues, queues, bindings)
     "flow_maxlen": 100_000,      # elements LPOS may scan per job list and sample to find the last newest job
     "max_clients": 10_000,       # CLIENT LIST is read only up to this many connected clients
+    "max_entry_bytes": 65_536,   # a stream whose first/last entry is bigger is not read with XINFO STREAM again
 }
 
 
@@ -86,6 +87,8 @@ _HELP = {
     "max_set_members": "members read from registry sets",
     "flow_maxlen": "elements LPOS may scan per job list and sample (exact in/out rates up to this many pushes)",
     "max_clients": "CLIENT LIST is not read when more clients are connected (blocked clients, consumer liveness)",
+    "max_entry_bytes": "streams with a bigger first or last entry are sampled with XLEN and XINFO GROUPS after "
+                       "the first XINFO STREAM (which sends both entries whole)",
 }
 OPTIONS = tuple(
     Option(key, "float" if isinstance(default, float) else "int", default, _HELP[key],
@@ -187,7 +190,7 @@ def _collect(ctx, target, opts, link: Link, notes: list[str]) -> dict:
     count()
 
     plan = sample_plan(stream_keys, queues)
-    sampler = Sampler(run, plan, int(opts["flow_maxlen"]))
+    sampler = Sampler(run, plan, int(opts["flow_maxlen"]), int(opts["max_entry_bytes"]))
     samples = ctx.sample(sampler.take, int(opts["samples"]))
     count()
     if not samples:

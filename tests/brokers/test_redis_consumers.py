@@ -169,3 +169,28 @@ def test_bad_ca_file_is_a_clear_error(url, tmp_path):
 def test_tls_options_on_a_plain_url_are_noted(url, tmp_path):
     out = run_probe(url, window=0.2, queues=[uid("qdt-none")], options={"insecure_tls": True, "samples": 2})
     assert any("apply to rediss:// URLs only" in n for n in out["notes"])
+
+
+# --- bounded replies --------------------------------------------------------------------
+
+def test_stream_with_big_entries_is_read_lean_after_the_first_sample(url, r, made):
+    """XINFO STREAM sends the first and last entries whole: a stream of 300 KB
+    entries is read that way once, then with XLEN and XINFO GROUPS; its rates
+    still come (entries-read + lag), and the server sends far less."""
+    key = made.key(uid("qdt-big"))
+    r.xgroup_create(key, "g", id="0", mkstream=True)
+    blob = "x" * 300_000
+    for i in range(3):
+        r.xadd(key, {"blob": blob, "n": i})
+    r.xreadgroup("g", "c", {key: ">"}, count=1)
+    sent_before = r.info("stats")["total_net_output_bytes"]
+    out = run_probe(url, window=1.0, queues=[key], options={"samples": 4})
+    sent = r.info("stats")["total_net_output_bytes"] - sent_before
+    rec = record(out, key, "g")
+    assert rec["depth"] == 2 and rec["pending"] == 1 and rec["samples"] == 4
+    assert rec["rate_in"] == 0 and "entries-read + lag" in rec["rate_source"]
+    assert {s["key"]: s for s in out["streams"]}[key]["big_entries"] is True
+    assert any("max_entry_bytes" in n for n in out["notes"])
+    # One XINFO STREAM (two 300 KB entries), no XRANGE of the next entry, nothing per later sample:
+    # well under what four samples of XINFO STREAM (2.4 MB) would send.
+    assert sent < 1_000_000, sent

@@ -533,3 +533,14 @@ def test_client_list_is_bounded(consumers_rec):
     total = rp.client_list_lines(raw)
     assert total == len(rp.parse_client_list(raw)) >= 8
     assert len(rp.parse_client_list(raw, limit=3)) == 3
+
+
+def test_lean_stream_from_groups(replies):
+    stream = rp.parse_xinfo_stream(replies["orders"]["xinfo_stream"])
+    groups = rp.parse_xinfo_groups(replies["orders"]["xinfo_groups"])
+    assert stream["entry_bytes"] > 0  # the first/last entries' fields, as XINFO STREAM sent them
+    lean = rp.lean_stream(stream["length"], groups, stream)
+    assert lean["lean"] and lean["length"] == stream["length"]
+    assert lean["entries_added"] == stream["entries_added"]  # entries-read + lag of a group with a lag
+    assert lean["first_id"] is None and lean["last_id"] is None
+    assert rp.lean_stream(5, [{"entries_read": None, "lag": None}], stream)["entries_added"] is None
