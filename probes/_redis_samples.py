@@ -38,12 +38,7 @@ def sample_plan(stream_keys: list[bytes], queues: list[dict]) -> list[tuple]:
                  ("GET", f"{ns}stat:processed"), ("GET", f"{ns}stat:failed")]
     for ns in sorted({q.get("namespace", "") for q in queues if q["layout"] == "dramatiq"}):
         plan.append(("ZCARD", f"{ns}__heartbeats__"))
-    seen, unique = set(), []
-    for cmd in plan:
-        if cmd not in seen:
-            seen.add(cmd)
-            unique.append(cmd)
-    return unique
+    return list(dict.fromkeys(plan))  # each command once, in order
 
 
 class Sampler:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 
@@ -46,10 +45,12 @@ def _stream(r, made, entries=30):
     return key
 
 
-def test_killed_consumer_is_gone_and_stuck_one_is_alive(url, r, made):
+def _dead_and_stuck(url, r, made, dead_name, stuck_name):
+    """Two streams of group g: one whose consumer was killed, one whose consumer is
+    stuck with its connection open.  Returns (dead stream, stuck stream, the probe's output)."""
     dead_key, stuck_key = _stream(r, made), _stream(r, made)
-    dead = _consumer(url, dead_key, "g", "worker-1")
-    stuck = _consumer(url, stuck_key, "g", "worker-2")
+    dead = _consumer(url, dead_key, "g", dead_name)
+    stuck = _consumer(url, stuck_key, "g", stuck_name)
     try:
         dead.send_signal(signal.SIGKILL)
         dead.wait(10)
@@ -57,6 +58,11 @@ def test_killed_consumer_is_gone_and_stuck_one_is_alive(url, r, made):
     finally:
         stuck.kill()
         stuck.wait(10)
+    return dead_key, stuck_key, out
+
+
+def test_killed_consumer_is_gone_and_stuck_one_is_alive(url, r, made):
+    dead_key, stuck_key, out = _dead_and_stuck(url, r, made, "worker-1", "worker-2")
     gone = record(out, dead_key, "g")
     assert gone["status"] == "GONE"
     assert (gone["consumers"], gone["consumers_alive"], gone["consumers_gone"]) == (1, 0, 1)
@@ -72,16 +78,7 @@ def test_killed_consumer_is_gone_and_stuck_one_is_alive(url, r, made):
 def test_rules_call_the_dead_group_absent_and_the_stuck_one_stuck(url, r, made):
     """The same two groups through the diagnosis: consumers-absent with the
     recovery commands filled in for the dead one, consumer-stuck for the other."""
-    dead_key, stuck_key = _stream(r, made), _stream(r, made)
-    dead = _consumer(url, dead_key, "g", "worker-9")
-    stuck = _consumer(url, stuck_key, "g", "worker-8")
-    try:
-        dead.send_signal(signal.SIGKILL)
-        dead.wait(10)
-        obs = run_probe(url, window=1.0, queues=[dead_key, stuck_key], options={"samples": 2})
-    finally:
-        stuck.kill()
-        stuck.wait(10)
+    dead_key, stuck_key, obs = _dead_and_stuck(url, r, made, "worker-9", "worker-8")
     snapshot = {"schema": "qdiag.snapshot/1", "settings": {"targets": {"queues": [dead_key, stuck_key]}},
                 "probes": [{"name": "redis", "status": "ok", "observations": obs}]}
     causes = {(c["id"], c["subject"]): c for c in engine.rank(engine.evaluate(playbook.load(), snapshot))}
