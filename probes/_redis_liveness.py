@@ -19,9 +19,9 @@ connection can be the one that made its last read, and gone when none can:
   a stream consumer sends (XREADGROUP, XACK, XCLAIM, XAUTOCLAIM, XPENDING):
   a producer's XADD or a monitor's XINFO is not a consumer's connection.
 
-One connection is taken by one consumer (the closest in time first), except
-consumers of the same name whose idle times agree to the millisecond: one
-XREADGROUP over several streams reads for all of them at once.  The test is lenient: a connection of
+One connection is taken by one consumer (see match), except consumers of
+the same name whose idle times agree to the millisecond: one XREADGROUP over
+several streams reads for all of them at once.  The test is lenient: a connection of
 another stream's consumer can pass for a dead one, so "gone" is said only
 when no connection could be it.  CLIENT LIST's times are whole seconds, so a
 slack of a second or two is allowed either way.  What cannot be seen from
@@ -32,6 +32,7 @@ the connection; it is reported stuck, which is what it is until then.
 
 from __future__ import annotations
 
+import bisect
 from typing import Any, Iterable
 
 # Commands a stream consumer's connection sends (CLIENT LIST's cmd, before any "|").
@@ -45,6 +46,13 @@ def _int(value: Any) -> int | None:
         return int(value)
     except (TypeError, ValueError):
         return None
+
+
+def may_be_a_consumer(client: dict, db: int) -> bool:
+    """Whether a connection can be any stream consumer's at all (cheap filter
+    before matching): on the database, and named or last sending a consumer's command."""
+    return _int(client.get("db")) == db and (bool(client.get("name"))
+                                             or str(client.get("cmd") or "").split("|")[0] in CONSUMER_COMMANDS)
 
 
 def connection_can_be(consumer: dict, client: dict, db: int, slack_s: float = SLACK_S) -> bool:
@@ -80,36 +88,59 @@ def match(consumers: Iterable[dict], clients: Iterable[dict], db: int, *,
     LIST entries (qdiag's own connection already left out).
 
     Returns {(stream, group, name): {"alive": bool, "addr": the connection's
-    address or None, "why": a few words}}."""
+    address or None, "why": a few words}}.
+
+    A connection named like a consumer is its own.  The others go to the
+    consumers in order of their last read, most recent first, each taking the
+    free connection used least long ago that can be its: a consumer that read
+    recently can only have a recently used connection, so it chooses first, and
+    one that read long ago is left what nobody more recent could have had.
+    Candidate sets grow with a consumer's idle time, so this matches as many
+    consumers as can be matched (a gone verdict only when no assignment could
+    give the consumer a connection).  O((consumers + connections) log n)."""
     consumers = list(consumers)
-    clients = [c for c in clients if c.get("id") is not None]
-    pairs = []
+    clients = [c for c in clients if c.get("id") is not None and may_be_a_consumer(c, db)]
+    chosen: dict[int, dict] = {}  # consumer index -> connection
+    by_name: dict[str, list[dict]] = {}
+    for client in clients:
+        if client.get("name"):
+            by_name.setdefault(client["name"], []).append(client)
+    named_taken = set()
     for ci, consumer in enumerate(consumers):
-        idle_s = (consumer.get("idle_ms") or 0) / 1000.0
-        for ki, client in enumerate(clients):
-            if not connection_can_be(consumer, client, db, slack_s):
-                continue
-            named = client.get("name") == consumer.get("name")
-            reader = str(client.get("cmd") or "").split("|")[0] in ("xreadgroup", "xclaim", "xautoclaim")
-            # Closest first: a name says most; then the connection whose last
-            # use is nearest the consumer's last read; a read before an ack.
-            pairs.append(((0 if named else 1, abs((_int(client.get("idle")) or 0) - idle_s), 0 if reader else 1),
-                          ci, ki))
-    pairs.sort()
-    taken_by: dict[int, dict] = {}  # connection -> the first consumer it serves
-    verdict: dict[int, int] = {}  # consumer -> connection
-    for _, ci, ki in pairs:
+        for client in by_name.get(consumer.get("name") or "", []):
+            if connection_can_be(consumer, client, db, slack_s):
+                chosen[ci] = client
+                named_taken.add(id(client))
+                break
+    free = sorted((c for c in clients if id(c) not in named_taken
+                   and str(c.get("cmd") or "").split("|")[0] in CONSUMER_COMMANDS),
+                  key=lambda c: _int(c.get("idle")) or 0)
+    used = [_int(c.get("idle")) or 0 for c in free]
+    order = sorted((ci for ci in range(len(consumers)) if ci not in chosen),
+                   key=lambda ci: consumers[ci].get("idle_ms") or 0)
+    for ci in order:
         consumer = consumers[ci]
-        first = taken_by.get(ki)
-        if ci in verdict or (first is not None and not _same_read(first, consumer)):
-            continue
-        verdict[ci] = ki
-        taken_by.setdefault(ki, consumer)
+        at = bisect.bisect_right(used, (consumer.get("idle_ms") or 0) / 1000.0 + slack_s)
+        for k in range(at - 1, -1, -1):  # the most recently used last: try the closest first
+            if connection_can_be(consumer, free[k], db, slack_s):
+                chosen[ci] = free.pop(k)
+                used.pop(k)
+                break
+    # One XREADGROUP over several streams reads for consumers of one name at once.
+    readers: dict[str, list[tuple[int, dict]]] = {}
+    for ci, client in chosen.items():
+        readers.setdefault(consumers[ci].get("name") or "", []).append((ci, client))
+    for ci, consumer in enumerate(consumers):
+        if ci not in chosen:
+            for other, client in readers.get(consumer.get("name") or "", []):
+                if _same_read(consumers[other], consumer):
+                    chosen[ci] = client
+                    break
     out = {}
     for ci, consumer in enumerate(consumers):
         ident = (consumer.get("stream"), consumer.get("group"), consumer.get("name"))
-        if ci in verdict:
-            client = clients[verdict[ci]]
+        client = chosen.get(ci)
+        if client is not None:
             how = "named like it" if client.get("name") == consumer.get("name") else f"last command {client.get('cmd')}"
             out[ident] = {"alive": True, "addr": client.get("addr"),
                           "why": f"connection {client.get('addr')} ({how}, idle {client.get('idle')} s)"}

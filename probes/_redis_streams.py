@@ -303,7 +303,7 @@ def mark_liveness(run: Run, details: dict, clients: list[dict] | None, meta: dic
                  for (key, group), d in details.items() for c in d.get("consumers") or []]
     # XINFO CONSUMERS was read a moment before CLIENT LIST: allow for the gap.
     gap_s = max(0.0, (meta["now_ms"] - details_now_ms) / 1000.0) if meta.get("now_ms") and details_now_ms else 1.0
-    others = [c for c in clients if c.get("id") != run.own_id]
+    others = [c for c in clients if c.get("id") != run.own_id and liveness.may_be_a_consumer(c, run.target.db)]
     verdicts = liveness.match(consumers, others, run.target.db, slack_s=liveness.SLACK_S + gap_s)
     for (key, group), d in details.items():
         if d.get("consumers"):
