@@ -5,7 +5,11 @@ Two ways in:
 - the management API (http/https URL), read with GET only: one cheap pass over
   every queue with explicit `columns=`, then small per-queue GETs for the
   queues that matter (named, deepest, fastest growing, nearly full, down),
-  sampled over the window for qdiag's own rates;
+  sampled over the window for qdiag's own rates; and, since the API's
+  counts trail the queues by up to one statistics interval, a passive
+  queue.declare over AMQP for each examined queue at the last sample, which
+  gives its ready count and consumer count as of now (_rabbitmq_counts says
+  when a depth is then settled);
 - AMQP (amqp/amqps URL), when no management API is reachable: a passive
   queue.declare per named queue gives the ready count and the consumer count.
   Passive declare never creates anything; basic.get is never used.
@@ -17,12 +21,15 @@ declare that could create, no consume, no ack.
 from __future__ import annotations
 
 from typing import Any, Mapping
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote
 
 from qdiag.context import DeadlineReached
 from qdiag.probe import NotApplicable, ProbeError, Option, register
+from . import _rabbitmq_amqp as amqp
+from . import _rabbitmq_counts as rc
 from . import _rabbitmq_facts
 from . import _rabbitmq_parse as rp
+from ._rabbitmq_api import ManagementApi, queue_path
 
 # The cheap pass over every queue: what depth, selection (deepest, growing,
 # nearly full by argument or policy, down) and the summary need; no rates.
@@ -48,10 +55,12 @@ NODE_COLUMNS = ("name,running,mem_alarm,disk_free_alarm,mem_used,mem_limit,disk_
                 "fd_used,fd_total,sockets_used,sockets_total,partitions")
 CONNECTION_COLUMNS = "name,state,user,vhost,peer_host,peer_port,client_properties,recv_oct_details.rate,connected_at"
 CHANNEL_COLUMNS = "name,user,vhost,connection_details.name,connection_details.peer_host,connection_details.peer_port,message_stats.publish_details.rate"
-OVERVIEW_COLUMNS = "rabbitmq_version,management_version,cluster_name,rates_mode,disable_stats,object_totals,node"
+OVERVIEW_COLUMNS = ("rabbitmq_version,management_version,cluster_name,rates_mode,disable_stats,object_totals,node,"
+                    "listeners")
 
 DEFAULTS = {"top_n": 20, "samples": 3, "stats_interval_s": 5.0, "request_timeout_s": 10.0,
-            "redeliver_ratio_high": 0.5, "top_connections": 5, "max_examined": 100}
+            "redeliver_ratio_high": 0.5, "top_connections": 5, "max_examined": 100,
+            "exact_counts": True, "amqp_port": 0, "amqp_timeout_s": 3.0}
 
 
 OPTIONS = (
@@ -66,130 +75,18 @@ OPTIONS = (
     Option("top_connections", "int", DEFAULTS["top_connections"], "busiest publishing connections listed",
            low=1, high=1000),
     Option("max_examined", "int", DEFAULTS["max_examined"], "queues sampled one by one", low=1, high=100000),
+    Option("exact_counts", "bool", DEFAULTS["exact_counts"],
+           "read the examined queues' ready and consumer counts with a passive queue.declare over AMQP (the "
+           "management API's trail by up to one statistics interval); false leaves their depths unsettled"),
+    Option("amqp_port", "int", DEFAULTS["amqp_port"],
+           "AMQP port for the exact counts (0: the broker's listener from /api/overview)", low=0, high=65535),
+    Option("amqp_timeout_s", "float", DEFAULTS["amqp_timeout_s"],
+           "seconds for one AMQP call (connect, handshake, one passive declare)", low=0.05, high=300),
 )
 
 
 def _options(ctx) -> dict[str, float]:
     return {key: ctx.options[key] for key in DEFAULTS}
-
-
-# ---------------------------------------------------------------- management API
-
-
-class ManagementApi:
-    """GET-only client of the management API.  Every call has a timeout within
-    the probe's deadline; every failure becomes one ProbeError line without
-    the password."""
-
-    def __init__(self, ctx, target, request_timeout_s: float):
-        import requests
-
-        self._requests = requests
-        self.ctx = ctx
-        self.target = target
-        self.request_timeout_s = request_timeout_s
-        parts = urlsplit(target.url)
-        host = f"[{target.host}]" if ":" in target.host else target.host
-        path = parts.path.rstrip("/")
-        if path.endswith("/api"):
-            path = path[: -len("/api")]
-        self.base = f"{target.scheme}://{host}:{target.port}{path}/api"
-        self.where = f"{target.host}:{target.port}"
-        self.session = requests.Session()
-        self.session.auth = (target.username, target.password)
-        self.session.headers["Accept"] = "application/json"
-        self.count = 0
-
-    def close(self) -> None:
-        self.session.close()
-
-    def get(self, path: str, params: Mapping[str, Any] | None = None, *, missing_ok: bool = False) -> Any:
-        """GET base+path; None on 404 when missing_ok."""
-        self.ctx.check_deadline()
-        timeout = self.ctx.io_timeout(self.request_timeout_s)
-        self.count += 1
-        req = self._requests
-        try:
-            resp = self.session.get(self.base + path, params=params, timeout=(timeout, timeout), allow_redirects=False)
-        except req.exceptions.SSLError as exc:
-            reason = _ssl_reason(exc)
-            if reason == "certificate not trusted":
-                raise ProbeError(f"the TLS certificate of {self.where} is not trusted (add its CA to the system "
-                                 f"trust store, or set REQUESTS_CA_BUNDLE)") from None
-            raise ProbeError(f"TLS handshake with {self.where} failed ({reason}): if that port is plaintext "
-                             f"use http:// instead of https://") from None
-        except req.exceptions.ConnectTimeout:
-            raise ProbeError(f"no TCP connection to the RabbitMQ management API at {self.where} within {timeout:.1f}s "
-                             f"(host down or port filtered?)") from None
-        except req.exceptions.ReadTimeout:
-            raise ProbeError(f"{self.where} accepted the connection but sent no answer within {timeout:.1f}s "
-                             f"(not the management port, or the broker is overloaded)") from None
-        except req.exceptions.ConnectionError as exc:
-            raise ProbeError(_connection_failure(exc, self.where)) from None
-        except req.exceptions.RequestException as exc:
-            raise ProbeError(f"GET {path} on {self.where} failed: {type(exc).__name__}") from None
-        if resp.status_code == 401:
-            raise ProbeError(f"wrong user or password for {self.where} (user '{self.target.username}'; "
-                             f"check the credentials in --rabbitmq)")
-        if resp.status_code == 403:
-            raise ProbeError(f"user '{self.target.username}' may not read {path} on {self.where} "
-                             f"(give it the 'monitoring' tag: rabbitmqctl set_user_tags)")
-        if resp.status_code == 404 and missing_ok:
-            return None
-        if resp.status_code == 404:
-            raise ProbeError(f"no RabbitMQ management API at {self.base.split('@')[-1]} ({path} not found: "
-                             f"wrong port or path prefix?)")
-        if resp.status_code >= 400 or resp.status_code in (301, 302, 303, 307, 308):
-            raise ProbeError(f"{self.where} answered HTTP {resp.status_code} to GET {path} "
-                             f"(is this the RabbitMQ management API?)")
-        try:
-            return resp.json()
-        except ValueError:
-            raise ProbeError(f"{self.where} answered GET {path} with something that is not JSON "
-                             f"(is this the RabbitMQ management API?)") from None
-
-
-def _ssl_reason(exc: BaseException) -> str:
-    text = str(exc)
-    for marker in ("WRONG_VERSION_NUMBER", "CERTIFICATE_VERIFY_FAILED", "UNEXPECTED_EOF", "HANDSHAKE_FAILURE"):
-        if marker in text:
-            return {"WRONG_VERSION_NUMBER": "the server did not speak TLS",
-                    "CERTIFICATE_VERIFY_FAILED": "certificate not trusted",
-                    "UNEXPECTED_EOF": "connection closed during the handshake",
-                    "HANDSHAKE_FAILURE": "handshake refused"}[marker]
-    return "TLS error"
-
-
-def _causes(exc: BaseException):
-    seen = set()
-    stack = [exc]
-    while stack:
-        e = stack.pop()
-        if e is None or id(e) in seen:
-            continue
-        seen.add(id(e))
-        yield e
-        stack.extend([e.__cause__, e.__context__, *[a for a in getattr(e, "args", ()) if isinstance(a, BaseException)]])
-        reason = getattr(e, "reason", None)
-        if isinstance(reason, BaseException):
-            stack.append(reason)
-
-
-def _connection_failure(exc: BaseException, where: str) -> str:
-    text = " ".join(str(e) for e in _causes(exc))
-    if any(isinstance(e, ConnectionRefusedError) for e in _causes(exc)) or "Connection refused" in text:
-        return (f"connection refused by {where} (RabbitMQ not running there, or the management plugin is off: "
-                f"rabbitmq-plugins enable rabbitmq_management)")
-    if any(isinstance(e, ConnectionResetError) for e in _causes(exc)) or "Connection aborted" in text:
-        return (f"{where} closed the connection on an HTTP request (an AMQP port? the management API "
-                f"listens on 15672 by default; for AMQP use amqp://)")
-    if "Name or service not known" in text or "getaddrinfo" in text or "Temporary failure in name resolution" in text:
-        return f"cannot resolve the host of {where} (check the name in --rabbitmq)"
-    return f"cannot reach the RabbitMQ management API at {where} (network error)"
-
-
-def _queue_path(vhost: str, name: str) -> str:
-    return f"/queues/{quote(vhost, safe='')}/{quote(name, safe='')}"
 
 
 # ---------------------------------------------------------------- sampling
@@ -201,10 +98,14 @@ class _Sampler:
 
     Each sample maps (vhost, queue) -> (seconds since the window opened, row)."""
 
-    def __init__(self, ctx, api: ManagementApi, opts: Mapping[str, float]):
+    def __init__(self, ctx, api: ManagementApi, opts: Mapping[str, float], read_exact=None):
         self.ctx = ctx
         self.api = api
         self.opts = opts
+        # keys -> {key: {"ready", "consumers"} or {"why"}}, called right after the last sample
+        self.read_exact = read_exact
+        self.exact: dict[tuple[str, str], dict] = {}
+        self.exact_unavailable: str | None = None  # why no exact counts are read at all
         self.all_rows: list[dict] = []
         self.selected: dict[tuple[str, str], list[str]] = {}
         self.dead_letter: dict[tuple[str, str], dict] = {}
@@ -238,6 +139,8 @@ class _Sampler:
                 except DeadlineReached:
                     break
             samples.append(self._selected_rows(with_consumers=k == count - 1))
+        if self.read_exact is not None and self.selected:
+            self.exact = self.read_exact(list(self.selected))
         return samples
 
     def _get_timed(self, path: str, params: Mapping[str, Any], **kw) -> tuple[float, Any]:
@@ -295,7 +198,7 @@ class _Sampler:
         columns = DETAIL_COLUMNS + ("," + CONSUMER_COLUMNS if with_consumers else "")
         out = {}
         for key in self.selected:
-            when, row = self._get_timed(_queue_path(*key), {"columns": columns}, missing_ok=True)
+            when, row = self._get_timed(queue_path(*key), {"columns": columns}, missing_ok=True)
             if row == []:
                 # A queue younger than one statistics interval: the API has no
                 # figures for it yet and answers an empty list.
@@ -334,8 +237,13 @@ def _management(ctx, api: ManagementApi, opts) -> dict:
     ctx.partial["broker"] = broker
     notes.append(f"management statistics refresh every {opts['stats_interval_s']:g}s (collect_statistics_interval, "
                  f"set with [probes.rabbitmq] stats_interval_s): depths can lag rabbitmqctl by that much")
+    read_exact, broker["exact_counts"] = _exact_reader(ctx, api.target, overview.get("listeners"), opts)
+    if read_exact is None:
+        notes.append(f"no exact counts: {broker['exact_counts']['why']}; depths are the management statistics "
+                     f"and marked depth_settled false")
 
-    sampler = _Sampler(ctx, api, opts)
+    sampler = _Sampler(ctx, api, opts, read_exact)
+    sampler.exact_unavailable = broker["exact_counts"].get("why")
     samples = sampler.run()
 
     rows = sampler.all_rows
@@ -383,11 +291,33 @@ def _management(ctx, api: ManagementApi, opts) -> dict:
         "nodes": nodes,
         "connections": conns,
         "consumers": _local_consumers(sampler.details),
-        "missing_queues": missing,
+        "not_found": [{"kind": "queue", "name": p} for p in missing],
         "problems": problems,
         "notes": notes,
         "api_requests": api.count,
     }
+
+
+def _exact_reader(ctx, target, listeners, opts):
+    """(keys -> exact counts, or None; what the snapshot says about it).
+
+    The AMQP connection uses the management target's host and credentials, the
+    port of the broker's AMQP listener, and TLS when the management URL has it."""
+    if not opts["exact_counts"]:
+        return None, {"read": False, "why": "[probes.rabbitmq] exact_counts = false"}
+    port, tls, how = rc.amqp_endpoint(listeners, target.scheme, int(opts["amqp_port"]))
+    if port is None:
+        return None, {"read": False, "why": how}
+
+    def connect(vhost):
+        return amqp.PassiveClient(target.host, port, username=target.username, password=target.password,
+                                  vhost=vhost, tls=tls, timeout=lambda: ctx.io_timeout(opts["amqp_timeout_s"]))
+
+    def read(keys):
+        return amqp.read_counts(rc.vhosts_in_order(keys), connect=connect, time_left=ctx.remaining,
+                                refused=rc.exact_reason)
+
+    return read, {"read": True, "port": port, "tls": tls, "port_from": how}
 
 
 def _summary(rows: list[dict], examined: int | None) -> dict[str, Any]:
@@ -407,10 +337,16 @@ def _record(key, why, samples, sampler: _Sampler, opts, stats_enabled: bool) -> 
     series = [snap[key] for snap in samples if key in snap]
     rows = [r for _, r in series]
     detailed = key in sampler.details
-    row = sampler.details.get(key) or rows[-1]
+    api_row = sampler.details.get(key) or rows[-1]
     counter_series = [(t, rp.counters(r)) for t, r in series]
     measured = rp.measured_rates(counter_series, opts["stats_interval_s"], stats_enabled)
     delta, delta_window = rp.depth_delta([(t, r.get("messages")) for t, r in series])
+    exact = sampler.exact.get(key) or {}
+    counts = rc.settle(api_row, exact if "ready" in exact else None,
+                       exact.get("why") or sampler.exact_unavailable or "not read", opts["stats_interval_s"])
+    # The figures of now (exact where read) drive fill, status and findings.
+    row = {**api_row, "messages_ready": counts["messages_ready"], "consumers": counts["consumers"],
+           "messages_unacknowledged": counts["messages_unacknowledged"], "messages": counts["depth"]}
     lim = rp.limits(row)
     fill_info = rp.fill(row, lim)
     broker = rp.broker_rates(row, requested=detailed and stats_enabled)
@@ -430,7 +366,9 @@ def _record(key, why, samples, sampler: _Sampler, opts, stats_enabled: bool) -> 
     record = {
         "system": "rabbitmq", "name": rp.display_name(vhost, name), "group": None,
         "vhost": vhost, "queue": name, "type": row.get("type"), "state": row.get("state"),
-        "depth": row.get("messages"),
+        "depth": row.get("messages"), "depth_settled": counts["depth_settled"],
+        "depth_settled_why": counts["depth_settled_why"], "depth_bounds": counts["depth_bounds"],
+        "counts_source": counts["counts_source"], "statistics": counts["statistics"],
         "messages_ready": row.get("messages_ready"), "messages_unacknowledged": row.get("messages_unacknowledged"),
         "message_bytes": row.get("message_bytes"), "message_bytes_ready": row.get("message_bytes_ready"),
         "rate_in": derived["rate_in"], "rate_out": derived["rate_out"], "rate_source": derived["rate_source"],
@@ -449,7 +387,7 @@ def _record(key, why, samples, sampler: _Sampler, opts, stats_enabled: bool) -> 
         "sample_times_s": [round(t, 3) for t, _ in series],
         "depth_trend": rp.trend(delta, delta_window, opts["stats_interval_s"]),
         "stats_behind": rp.stats_behind(counter_series[-1][1] if counter_series else None,
-                                        row.get("messages_unacknowledged")),
+                                        api_row.get("messages_unacknowledged")),
         "rates_measured": measured["rates"], "rates_measured_window_s": measured["window_s"],
         "rates_measured_reason": measured["reason"],
         "rates_broker": broker, "depth_rate_broker": rp.broker_depth_rate(row),
@@ -514,45 +452,6 @@ def _norm_key(host, port, found: Mapping[tuple[str, int], int]):
 # ---------------------------------------------------------------- AMQP fallback
 
 
-def _amqp_parameters(target, timeout: float):
-    import pika
-
-    params = pika.ConnectionParameters(
-        host=target.host, port=target.port, virtual_host=target.vhost or "/",
-        credentials=pika.PlainCredentials(target.username, target.password),
-        connection_attempts=1, retry_delay=0, socket_timeout=timeout, stack_timeout=timeout,
-        blocked_connection_timeout=timeout, client_properties={"connection_name": "qdiag (read-only probe)"},
-    )
-    if target.scheme == "amqps":
-        import ssl
-
-        params.ssl_options = pika.SSLOptions(ssl.create_default_context(), target.host)
-    return params
-
-
-def _amqp_failure(exc: BaseException, target) -> str:
-    import pika.exceptions as pe
-
-    where = f"{target.host}:{target.port}"
-    text = " ".join(str(e) for e in _causes(exc)) + " " + repr(exc)
-    if isinstance(exc, pe.ProbableAuthenticationError):
-        return f"wrong user or password for {where} (user '{target.username}'; check the credentials in --rabbitmq)"
-    if isinstance(exc, pe.ProbableAccessDeniedError) or "NOT_ALLOWED" in text:
-        return f"vhost '{target.vhost}' does not exist on {where} or user '{target.username}' may not use it"
-    if "CERTIFICATE_VERIFY_FAILED" in text:
-        return f"the TLS certificate of {where} is not trusted (add its CA to the system trust store)"
-    if "SSL" in type(exc).__name__ or "WRONG_VERSION_NUMBER" in text:
-        return f"TLS handshake with {where} failed: if that port is plaintext use amqp:// instead of amqps://"
-    if "ConnectionRefusedError" in text or "Connection refused" in text:
-        return f"connection refused by {where} (RabbitMQ not running there, or a different AMQP port?)"
-    if "StackTimeout" in type(exc).__name__ or "Timeout" in text or "timed out" in text:
-        return (f"{where} accepted the connection but did not complete the AMQP handshake in time "
-                f"(not an AMQP port, or the broker is overloaded)")
-    if "Name or service not known" in text or "gaierror" in text:
-        return f"cannot resolve the host of {where} (check the name in --rabbitmq)"
-    return f"cannot open an AMQP connection to {where} ({type(exc).__name__})"
-
-
 def _collect_amqp(ctx, target, opts) -> dict:
     names = list(ctx.targets.queues)
     if not names:
@@ -567,62 +466,42 @@ def _collect_amqp(ctx, target, opts) -> dict:
     if not exact:
         raise NotApplicable("only glob patterns were given and an amqp:// URL cannot list queues: "
                             "use the management API (http://HOST:15672)")
-    import logging
-
-    import pika
-    import pika.exceptions as pe
-
-    if not ctx.settings.debug:
-        # pika logs each failure (and every 404 of a passive declare) as a
-        # warning or error; this probe reports them itself, once, as one line.
-        logging.getLogger("pika").setLevel(logging.CRITICAL)
     vhost = target.vhost or "/"
-    where = f"{target.host}:{target.port}"
+    client = amqp.PassiveClient(target.host, target.port, username=target.username, password=target.password,
+                                vhost=vhost, tls=target.scheme == "amqps",
+                                timeout=lambda: ctx.io_timeout(opts["amqp_timeout_s"]))
+    where = client.where
     try:
-        conn = pika.BlockingConnection(_amqp_parameters(target, ctx.io_timeout(opts["request_timeout_s"])))
-    except Exception as exc:  # pika raises unrelated types for each failure; every one is one line here
-        raise ProbeError(_amqp_failure(exc, target)) from None
-    state = {"channel": None, "missing": set()}
+        client.open()
+    except amqp.AmqpFailure as exc:
+        raise ProbeError(str(exc)) from None
+    missing: set[str] = set()
 
     def declare(name):
-        # A passive declare of a missing queue closes the channel: open a new one per failure.
-        if state["channel"] is None or not state["channel"].is_open:
-            state["channel"] = conn.channel()
-        try:
-            ok = state["channel"].queue_declare(queue=name, passive=True)
-        except pe.ChannelClosedByBroker as exc:
-            if exc.reply_code == 404:
-                state["missing"].add(name)
-                return None
-            raise ProbeError(f"passive declare of queue '{name}' on {where} refused: {exc.reply_text}") from None
-        return {"messages_ready": ok.method.message_count, "consumers": ok.method.consumer_count}
+        got = client.declare(name)
+        if got.code == amqp.NOT_FOUND:
+            missing.add(name)
+        elif got.ready is None:
+            raise ProbeError(f"passive declare of queue '{name}' on {where} refused: {got.code} {got.text}")
+        return {"messages_ready": got.ready, "consumers": got.consumers} if got.ready is not None else None
 
     def take():
         ctx.check_deadline()
-        return {name: declare(name) for name in exact if name not in state["missing"]}
+        return {name: declare(name) for name in exact if name not in missing}
 
     try:
         samples = ctx.sample(take, count=int(opts["samples"]))
-    except (pe.AMQPError, OSError) as exc:
-        raise ProbeError(f"AMQP connection to {where} failed while sampling ({type(exc).__name__})") from None
+    except amqp.AmqpFailure as exc:
+        raise ProbeError(f"{exc} (while sampling)") from None
     finally:
-        try:
-            conn.close()
-        except Exception:  # closing a broken connection: nothing left to do
-            pass
+        client.close()
     if not samples:
         raise ProbeError(f"no passive declare of the named queues on {where} finished before the deadline")
-    missing = sorted(state["missing"])
-    for name in missing:
+    for name in sorted(missing):
         notes.append(f"queue '{name}' does not exist in vhost '{vhost}' on {where}")
-    if missing and len(missing) == len(exact):
-        listed = ", ".join(f"'{m}'" for m in missing)
-        verb = "does" if len(missing) == 1 else "do"
-        raise ProbeError(f"queue{'s' if len(missing) > 1 else ''} {listed} {verb} not exist in vhost '{vhost}' on "
-                         f"{where} (check the name and the vhost in the URL)")
     records = []
     for name in exact:
-        if name in state["missing"]:
+        if name in missing:
             continue
         series = [(t, snap.get(name)) for t, snap in samples]
         latest = next((s for _, s in reversed(series) if s is not None), None)
@@ -639,17 +518,22 @@ def _collect_amqp(ctx, target, opts) -> dict:
         records.append({
             "system": "rabbitmq", "name": rp.display_name(vhost, name), "group": None, "vhost": vhost, "queue": name,
             "depth": latest["messages_ready"], "depth_kind": "ready only",
+            # Exact for what it counts: the queue process answered the passive declare.
+            "depth_settled": True, "depth_settled_why": None,
+            "depth_bounds": [latest["messages_ready"], latest["messages_ready"] if latest["consumers"] == 0 else None],
+            "counts_source": "passive queue.declare",
             "messages_ready": latest["messages_ready"], "messages_unacknowledged": None,
             "rate_in": None, "rate_out": None, "rate_source": None,
             "net_growth_per_s": growth, "net_growth_source": "ready count change over the window" if growth is not None else None,
             "depth_change": change, "depth_window_s": window,
+            "depth_samples": [s["messages_ready"] if s else None for _, s in series],
             "consumers": latest["consumers"], "fill_ratio": None, "status": status, "findings":
                 ["no-consumers"] if status == "no-consumers" else [],
             "samples": sum(1 for _, s in series if s is not None),
         })
     records.sort(key=rp.severity)
     return {"broker": {"target": target.label(), "mode": "amqp", "vhost": vhost}, "queues": records,
-            "missing_queues": missing, "notes": notes, "consumers": []}
+            "not_found": [{"kind": "queue", "name": n} for n in sorted(missing)], "notes": notes, "consumers": []}
 
 
 # ---------------------------------------------------------------- entry points
