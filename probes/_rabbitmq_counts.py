@@ -87,11 +87,13 @@ def settle(row: Mapping[str, Any], exact: Mapping[str, Any] | None, why_not: str
                   "consumers": api_consumers}
     lag = f"up to {stats_interval_s:g}s old"
     if exact is None or _count(exact.get("ready")) is None or _count(exact.get("consumers")) is None:
+        why = f"management statistics ({lag}) and no exact count: {why_not or 'not read'}"
         return {
             "depth": api_depth, "messages_ready": api_ready, "messages_unacknowledged": api_unacked,
             "consumers": api_consumers, "counts_source": "management statistics", "statistics": statistics,
-            "depth_settled": False, "depth_bounds": [None, None],
-            "depth_settled_why": f"management statistics ({lag}) and no exact count: {why_not or 'not read'}",
+            "depth_settled": False, "depth_bounds": [None, None], "depth_settled_why": why,
+            # The consumer count and the fill (ready messages against the limit) are as old.
+            "counts_settled": False, "counts_settled_why": why,
         }
     ready, consumers = exact["ready"], exact["consumers"]
     caught_up = api_ready == ready and api_consumers == consumers
@@ -116,7 +118,7 @@ def settle(row: Mapping[str, Any], exact: Mapping[str, Any] | None, why_not: str
         "counts_source": "passive queue.declare (ready, consumers) + management statistics (unacknowledged)",
         "statistics": statistics, "depth_settled": settled,
         "depth_bounds": [depth, depth] if settled and consumers == 0 else [ready, high],
-        "depth_settled_why": why,
+        "depth_settled_why": why, "counts_settled": True, "counts_settled_why": None,
     }
 
 

@@ -369,6 +369,9 @@ def _record(key, why, samples, sampler: _Sampler, opts, stats_enabled: bool) -> 
         "depth": row.get("messages"), "depth_settled": counts["depth_settled"],
         "depth_settled_why": counts["depth_settled_why"], "depth_bounds": counts["depth_bounds"],
         "counts_source": counts["counts_source"], "statistics": counts["statistics"],
+        # `<field>_settled`: qdiag check judges a figure that is not of now on what is known of it.
+        "consumers_settled": counts["counts_settled"], "consumers_settled_why": counts["counts_settled_why"],
+        "fill_ratio_settled": counts["counts_settled"], "fill_ratio_settled_why": counts["counts_settled_why"],
         "messages_ready": row.get("messages_ready"), "messages_unacknowledged": row.get("messages_unacknowledged"),
         "message_bytes": row.get("message_bytes"), "message_bytes_ready": row.get("message_bytes_ready"),
         "rate_in": derived["rate_in"], "rate_out": derived["rate_out"], "rate_source": derived["rate_source"],
