@@ -26,6 +26,7 @@ from urllib.parse import quote
 from qdiag.context import DeadlineReached
 from qdiag.probe import NotApplicable, ProbeError, Option, register
 from . import _rabbitmq_amqp as amqp
+from . import _rabbitmq_consumers as rcn
 from . import _rabbitmq_counts as rc
 from . import _rabbitmq_facts
 from . import _rabbitmq_parse as rp
@@ -54,6 +55,11 @@ CONSUMER_COLUMNS = "consumer_details"
 NODE_COLUMNS = ("name,running,mem_alarm,disk_free_alarm,mem_used,mem_limit,disk_free,disk_free_limit,"
                 "fd_used,fd_total,sockets_used,sockets_total,partitions")
 CONNECTION_COLUMNS = "name,state,user,vhost,peer_host,peer_port,client_properties,recv_oct_details.rate,connected_at"
+# Connections looked at one by one: with the heartbeat timeout (`timeout`, 0 = off).
+CONNECTION_DETAIL_COLUMNS = CONNECTION_COLUMNS + ",timeout"
+CONNECTION_PAGE_SIZE = 500
+CONNECTION_PAGES = 4  # pages of throttled connections read at most
+MAX_CONSUMER_CONNECTIONS = 20  # consumer connections of stuck queues looked at one by one
 CHANNEL_COLUMNS = "name,user,vhost,connection_details.name,connection_details.peer_host,connection_details.peer_port,message_stats.publish_details.rate"
 OVERVIEW_COLUMNS = ("rabbitmq_version,management_version,cluster_name,rates_mode,disable_stats,object_totals,node,"
                     "listeners")
@@ -265,16 +271,25 @@ def _management(ctx, api: ManagementApi, opts) -> dict:
     nodes_raw = api.get("/nodes", {"columns": NODE_COLUMNS})
     nodes, node_problems = rp.node_health(nodes_raw if isinstance(nodes_raw, list) else [])
     ctx.partial["nodes"] = nodes
-    connections = api.get("/connections", {"columns": CONNECTION_COLUMNS})
+    connections, total, complete = _throttled_connections(api)
     channels = api.get("/channels", {"columns": CHANNEL_COLUMNS, "pagination": "true", "page": 1,
                                      "page_size": int(opts["top_connections"]) * 4,
                                      "sort": "message_stats.publish_details.rate", "sort_reverse": "true"})
     channel_items = channels.get("items", []) if isinstance(channels, dict) else []
-    conns = rp.connection_summary(connections if isinstance(connections, list) else [], channel_items,
-                                  top=int(opts["top_connections"]))
-    ages = rp.connection_ages(connections if isinstance(connections, list) else [], ctx.wall_clock() * 1000)
+    top = int(opts["top_connections"])
+    conns = rp.connection_summary(connections, channel_items, top=top, total=total)
+    # One by one: the top publishers' connections, and those of consumers that hold messages and move none.
+    wanted = [e["connection"] for e in conns["top_publishers"] if "state" not in e]
+    wanted += [n for n in rcn.stuck_connection_names(records, MAX_CONSUMER_CONNECTIONS) if n not in wanted]
+    looked_up = _connection_rows(api, wanted)
+    conns = rp.connection_summary(connections, channel_items, top=top, total=total, others=looked_up.values())
+    if not complete:
+        notes.append(f"more than {CONNECTION_PAGES * CONNECTION_PAGE_SIZE} connections are blocked, blocking, "
+                     f"closing or in flow control; only the first {len(connections)} (by state) were read")
+    ages = rp.connection_ages([*connections, *looked_up.values()], ctx.wall_clock() * 1000)
     for rec in records:
         rp.discount_young_consumers(rec, ages, opts["stats_interval_s"])
+        rcn.heartbeat_findings(rec, looked_up)
     problems = list(node_problems)
     if conns["throttled_count"]:
         problems.append(f"{conns['throttled_count']} connection(s) blocked or in flow control "
@@ -296,6 +311,35 @@ def _management(ctx, api: ManagementApi, opts) -> dict:
         "notes": notes,
         "api_requests": api.count,
     }
+
+
+def _throttled_connections(api: ManagementApi) -> tuple[list[dict], int | None, bool]:
+    """(connection rows read, the broker's connection count, whether every
+    throttled one was read).  Paginated and sorted by state, so the blocked,
+    blocking and flow connections come first and 50,000 connections are never
+    one reply; reading stops at the first page past those states."""
+    rows: list[dict] = []
+    total = None
+    for page in range(1, CONNECTION_PAGES + 1):
+        body = api.get("/connections", {"columns": CONNECTION_COLUMNS, "pagination": "true", "page": page,
+                                        "page_size": CONNECTION_PAGE_SIZE, "sort": "state"})
+        if not isinstance(body, dict):
+            break
+        items = [r for r in body.get("items") or [] if isinstance(r, dict)]
+        rows += items
+        total = body.get("total_count") if isinstance(body.get("total_count"), int) else total
+        if rcn.throttled_pages_done(items) or page >= (body.get("page_count") or 0):
+            return rows, total, True
+    return rows, total, False
+
+
+def _connection_rows(api: ManagementApi, names: list[str]) -> dict[str, dict]:
+    out = {}
+    for name in names:
+        row = api.get(f"/connections/{quote(name, safe='')}", {"columns": CONNECTION_DETAIL_COLUMNS}, missing_ok=True)
+        if isinstance(row, dict):
+            out[name] = row
+    return out
 
 
 def _exact_reader(ctx, target, listeners, opts):

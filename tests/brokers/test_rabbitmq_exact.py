@@ -9,16 +9,12 @@ front of the real AMQP port that stops relaying once it sees a queue.declare
 
 from __future__ import annotations
 
-import socket
-import threading
 import time
 import uuid
 
-import pika
-import pika.frame
-import pika.spec
 import pytest
 
+from tests.brokers.amqp_proxy import SilentProxy
 from tests.brokers.test_rabbitmq_probe import _rig, Rig, record, run_probe, wait_for_api  # noqa: F401 (_rig: the rig's URLs)
 
 pytestmark = pytest.mark.broker
@@ -31,68 +27,9 @@ def rig():
     r.close()
 
 
-class FreezingProxy:
-    """Relays TCP to the broker's AMQP port until the client sends a
-    queue.declare; from then on swallows everything, both ways, and keeps the
-    sockets open."""
-
-    def __init__(self, upstream_port: int):
-        self.upstream = ("127.0.0.1", upstream_port)
-        self.listener = socket.socket()
-        self.listener.bind(("127.0.0.1", 0))
-        self.listener.listen(8)
-        self.port = self.listener.getsockname()[1]
-        self.frozen = threading.Event()
-        self.sockets: list[socket.socket] = []
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self):
-        while True:
-            try:
-                client, _ = self.listener.accept()
-            except OSError:
-                return
-            upstream = socket.create_connection(self.upstream, timeout=10)
-            upstream.settimeout(None)
-            self.sockets += [client, upstream]
-            threading.Thread(target=self._pipe, args=(client, upstream, True), daemon=True).start()
-            threading.Thread(target=self._pipe, args=(upstream, client, False), daemon=True).start()
-
-    def _pipe(self, src, dst, from_client):
-        pending, header_seen = b"", False
-        while True:
-            try:
-                data = src.recv(65536)
-            except OSError:
-                return
-            if not data:
-                return
-            if from_client:
-                pending += data
-                if not header_seen and len(pending) >= 8:
-                    pending, header_seen = pending[8:], True
-                while header_seen:
-                    used, frame = pika.frame.decode_frame(pending)
-                    if not used:
-                        break
-                    pending = pending[used:]
-                    if isinstance(frame, pika.frame.Method) and isinstance(frame.method, pika.spec.Queue.Declare):
-                        self.frozen.set()
-            if not self.frozen.is_set():
-                dst.sendall(data)
-
-    def close(self):
-        self.listener.close()
-        for s in self.sockets:
-            try:
-                s.close()
-            except OSError:
-                pass
-
-
 @pytest.fixture
 def frozen_broker():
-    proxy = FreezingProxy(5672)
+    proxy = SilentProxy(5672, on_declare=True)
     yield proxy
     proxy.close()
 
@@ -146,7 +83,7 @@ def test_a_passive_declare_without_answer_is_bounded(rig, frozen_broker, tmp_pat
     result, _ = run_probe(queues=[q, other], window=1.0, tmp_path=tmp_path,
                           options={"amqp_port": frozen_broker.port, "amqp_timeout_s": 1.0})
     took = time.monotonic() - began
-    assert frozen_broker.frozen.is_set(), "the proxy never saw a queue.declare"
+    assert frozen_broker.silent.is_set(), "the proxy never saw a queue.declare"
     assert result["status"] == "ok", result["error"]
     for name in (q, other):
         rec = record(result, name)
