@@ -29,6 +29,7 @@ from . import _rabbitmq_amqp as amqp
 from . import _rabbitmq_consumers as rcn
 from . import _rabbitmq_counts as rc
 from . import _rabbitmq_facts
+from . import _rabbitmq_listing as rl
 from . import _rabbitmq_parse as rp
 from ._rabbitmq_api import ManagementApi, queue_path
 
@@ -66,7 +67,7 @@ OVERVIEW_COLUMNS = ("rabbitmq_version,management_version,cluster_name,rates_mode
 
 DEFAULTS = {"top_n": 20, "samples": 3, "stats_interval_s": 5.0, "request_timeout_s": 10.0,
             "redeliver_ratio_high": 0.5, "top_connections": 5, "max_examined": 100,
-            "exact_counts": True, "amqp_port": 0, "amqp_timeout_s": 3.0}
+            "exact_counts": True, "amqp_port": 0, "amqp_timeout_s": 3.0, "listing": "auto", "large_from_queues": 5000}
 
 
 OPTIONS = (
@@ -86,6 +87,12 @@ OPTIONS = (
            "management API's trail by up to one statistics interval); false leaves their depths unsettled"),
     Option("amqp_port", "int", DEFAULTS["amqp_port"],
            "AMQP port for the exact counts (0: the broker's listener from /api/overview)", low=0, high=65535),
+    Option("listing", "str", DEFAULTS["listing"],
+           "how every queue is listed once: auto (by the queue count), management (with statistics), totals "
+           "(disable_stats), prometheus (the rabbitmq_prometheus plugin, when the broker runs it)",
+           choices=rl.SOURCES),
+    Option("large_from_queues", "int", DEFAULTS["large_from_queues"],
+           "with listing = auto, the queue count from which the cheaper listing is used", low=1, high=10_000_000),
     Option("amqp_timeout_s", "float", DEFAULTS["amqp_timeout_s"],
            "seconds for one AMQP call (connect, handshake, one passive declare)", low=0.05, high=300),
 )
@@ -112,6 +119,8 @@ class _Sampler:
         self.read_exact = read_exact
         self.exact: dict[tuple[str, str], dict] = {}
         self.exact_unavailable: str | None = None  # why no exact counts are read at all
+        # How every queue is listed: {"source", "why", "endpoint" (prometheus)}; then "seconds", "leaves_out".
+        self.listing: dict[str, Any] = {"source": "management", "why": "default"}
         self.all_rows: list[dict] = []
         self.selected: dict[tuple[str, str], list[str]] = {}
         self.dead_letter: dict[tuple[str, str], dict] = {}
@@ -145,6 +154,9 @@ class _Sampler:
                 except DeadlineReached:
                     break
             samples.append(self._selected_rows(with_consumers=k == count - 1))
+            if k == 0 and self.listing["source"] == "prometheus":
+                # That listing has no arguments: dead-letter settings come from the first detail rows.
+                self._resolve_dead_letters({**{rp.key_of(r): r for r in self.all_rows}, **self.details})
         if self.read_exact is not None and self.selected:
             self.exact = self.read_exact(list(self.selected))
         return samples
@@ -155,11 +167,50 @@ class _Sampler:
         body = self.api.get(path, params, **kw)
         return (began + self.ctx.clock()) / 2 - self.ctx.window_start, body
 
-    def _choose(self) -> None:
-        rows = self.api.get("/queues", {"columns": LIST_COLUMNS})
+    def _list_every_queue(self) -> list[dict]:
+        """Every queue once, from the source chosen for this broker's size
+        (_rabbitmq_listing); a Prometheus endpoint that fails falls back to
+        the management API's totals, and the listing says so."""
+        source = self.listing["source"]
+        began = self.ctx.clock()
+        if source == "prometheus":
+            try:
+                rows = self._prometheus_rows()
+            except ProbeError as exc:
+                self.listing.update(source="totals", why=f"the Prometheus endpoint failed ({exc}); totals instead")
+                source = "totals"
+        if source == "totals":
+            rows = self.api.get("/queues", {"disable_stats": "true", "enable_queue_totals": "true",
+                                            "columns": rl.TOTALS_COLUMNS})
+        elif source == "management":
+            rows = self.api.get("/queues", {"columns": LIST_COLUMNS})
         if not isinstance(rows, list):
             raise ProbeError(f"{self.api.where}: GET /queues did not return a list (not a RabbitMQ management API?)")
-        self.all_rows = [r for r in rows if isinstance(r, dict)]
+        self.listing["seconds"] = round(self.ctx.clock() - began, 3)
+        if source in rl.LEAVES_OUT:
+            self.listing["leaves_out"] = rl.LEAVES_OUT[source]
+        return [r for r in rows if isinstance(r, dict)]
+
+    def _prometheus_rows(self) -> list[dict]:
+        import requests
+
+        scheme, port = self.listing["endpoint"]
+        host = self.api.target.host
+        url = f"{scheme}://[{host}]:{port}" if ":" in host else f"{scheme}://{host}:{port}"
+        timeout = self.ctx.io_timeout(self.opts["request_timeout_s"])
+        self.api.count += 1
+        try:
+            # The endpoint needs no credentials: none are sent to it.
+            resp = requests.get(url + rl.PROMETHEUS_PATH, params=[("family", f) for f in rl.PROMETHEUS_FAMILIES],
+                                timeout=(timeout, timeout), allow_redirects=False)
+        except requests.exceptions.RequestException as exc:
+            raise ProbeError(f"{type(exc).__name__} from port {port}") from None
+        if resp.status_code != 200:
+            raise ProbeError(f"HTTP {resp.status_code} from port {port}")
+        return rl.parse_prometheus(resp.text.splitlines())
+
+    def _choose(self) -> None:
+        self.all_rows = self._list_every_queue()
         self.ctx.partial["queue_summary"] = _summary(self.all_rows, None)
         patterns = self.ctx.targets.queues
         chosen = rp.select(self.all_rows, patterns, int(self.opts["top_n"]))
@@ -168,7 +219,8 @@ class _Sampler:
             self.truncated = len(chosen) - cap
             chosen = dict(list(chosen.items())[:cap])
         self.selected = chosen
-        self._resolve_dead_letters({rp.key_of(r): r for r in self.all_rows})
+        if self.listing["source"] != "prometheus":
+            self._resolve_dead_letters({rp.key_of(r): r for r in self.all_rows})
 
     def _resolve_dead_letters(self, by_key: Mapping[tuple[str, str], dict]) -> None:
         """For each selected queue with a dead-letter exchange, find the queues it
@@ -250,6 +302,14 @@ def _management(ctx, api: ManagementApi, opts) -> dict:
 
     sampler = _Sampler(ctx, api, opts, read_exact)
     sampler.exact_unavailable = broker["exact_counts"].get("why")
+    endpoint = rl.prometheus_listener(overview.get("listeners"))
+    source, why = rl.choose(opts["listing"], (overview.get("object_totals") or {}).get("queues"),
+                            int(opts["large_from_queues"]), endpoint)
+    if source == "prometheus" and endpoint is None:
+        raise ProbeError(f"[probes.rabbitmq] listing = prometheus, but {api.where} lists no rabbitmq_prometheus "
+                         f"listener (rabbitmq-plugins enable rabbitmq_prometheus, or listing = auto)")
+    sampler.listing = {"source": source, "why": why, "endpoint": endpoint}
+    broker["listing"] = sampler.listing
     samples = sampler.run()
 
     rows = sampler.all_rows
@@ -260,6 +320,9 @@ def _management(ctx, api: ManagementApi, opts) -> dict:
     summary = _summary(rows, len(sampler.selected))
     ctx.partial["queue_summary"] = summary
 
+    if sampler.listing.get("leaves_out"):
+        notes.append(f"every queue was listed from {sampler.listing['source']} ({sampler.listing['why']}): "
+                     f"{sampler.listing['leaves_out']}")
     if sampler.truncated:
         notes.append(f"{sampler.truncated} more queue(s) matched the selection; only the first "
                      f"{int(opts['max_examined'])} were examined ([probes.rabbitmq] max_examined)")
@@ -370,10 +433,14 @@ def _summary(rows: list[dict], examined: int | None) -> dict[str, Any]:
         return sum(values) if values else None
 
     down = [{"name": rp.display_name(*rp.key_of(r)), "state": r.get("state")} for r in rows if r.get("state") in rp.BAD_STATES]
-    no_consumers = sum(1 for r in rows if r.get("consumers") == 0 and (r.get("messages_ready") or 0) > 0)
+    # A listing without consumer counts (totals) does not say how many backlogs have none.
+    no_consumers = (sum(1 for r in rows if r.get("consumers") == 0 and (r.get("messages_ready") or 0) > 0)
+                    if any("consumers" in r for r in rows) else None)
+    has_state = any("state" in r for r in rows)  # the Prometheus listing has no queue state
     return {"queues": len(rows), "examined": examined, "messages": total("messages"),
             "messages_ready": total("messages_ready"), "messages_unacknowledged": total("messages_unacknowledged"),
-            "backlog_without_consumers": no_consumers, "not_running": down[:50], "not_running_count": len(down)}
+            "backlog_without_consumers": no_consumers, "not_running": down[:50] if has_state else None,
+            "not_running_count": len(down) if has_state else None}
 
 
 def _record(key, why, samples, sampler: _Sampler, opts, stats_enabled: bool) -> dict[str, Any]:
