@@ -3,7 +3,8 @@ letters, node alarms and throttled connections.
 
 Two ways in:
 - the management API (http/https URL), read with GET only: one cheap pass over
-  every queue with explicit `columns=`, then small per-queue GETs for the
+  every queue (explicit `columns=`; on large brokers the rabbitmq_prometheus
+  plugin's endpoint or the API's totals, see _rabbitmq_listing), then small per-queue GETs for the
   queues that matter (named, deepest, fastest growing, nearly full, down),
   sampled over the window for qdiag's own rates; and, since the API's
   counts trail the queues by up to one statistics interval, a passive

@@ -24,8 +24,8 @@ import pytest
 
 from qdiag.probes._rabbitmq_amqp import PassiveClient
 from tests.brokers.amqp_proxy import SilentProxy
-from tests.brokers.test_rabbitmq_probe import (  # noqa: F401 (_rig: the rig's URLs)
-    STATS_INTERVAL_S, Rig, _rig, record, run_probe, wait_for_api)
+from tests.brokers.test_rabbitmq_probe import (  # noqa: F401 (_rig: the rig's URLs; rig: queues made and removed)
+    STATS_INTERVAL_S, _rig, record, rig, run_probe, wait_for_api)
 
 pytestmark = pytest.mark.broker
 
@@ -41,13 +41,6 @@ CONSUMER = textwrap.dedent("""
     while True:
         conn.process_data_events(1)
 """)
-
-
-@pytest.fixture
-def rig():
-    r = Rig()
-    yield r
-    r.close()
 
 
 @pytest.fixture
@@ -100,54 +93,59 @@ def test_killed_consumer_is_gone_at_once(rig, consumer, tmp_path):
     assert "heartbeat-off" not in rec["findings"]
 
 
-def test_vanished_consumer_with_heartbeats_is_dropped_by_the_broker(rig, consumer, tmp_path):
-    q = rig.queue("vanished-hb")
-    rig.publish(q, 50)
-    proxy = SilentProxy(5672)
-    try:
-        proc = consumer(proxy.port, q, 2)
+@pytest.fixture
+def vanished(rig, consumer):
+    """vanished(stem, heartbeat) -> queue: a consumer holding 10 of the
+    queue's 50 messages, whose host then goes away without closing TCP (the
+    proxy goes silent, the process is killed)."""
+    proxies = []
+
+    def make(stem, heartbeat):
+        q = rig.queue(stem)
+        rig.publish(q, 50)
+        proxy = SilentProxy(5672)
+        proxies.append(proxy)
+        proc = consumer(proxy.port, q, heartbeat)
         wait_for_api([q], expected=held(q))
         proxy.cut()
         os.kill(proc.pid, signal.SIGKILL)
-        deadline = time.monotonic() + 40
-        while exact(q) != (50, 0) and time.monotonic() < deadline:
-            time.sleep(0.5)
-        assert exact(q) == (50, 0), "the broker did not drop a consumer that missed its heartbeats"
-        result, _ = run_probe(queues=[q], window=1.0, tmp_path=tmp_path)
-        rec = record(result, q)
-        assert (rec["consumers"], rec["depth"], rec["status"]) == (0, 50, "no-consumers")
-    finally:
+        return q
+
+    yield make
+    for proxy in proxies:
         proxy.close()
 
 
-def test_vanished_consumer_without_heartbeats_stays_and_is_reported(rig, consumer, tmp_path):
-    q = rig.queue("vanished-nohb")
-    rig.publish(q, 50)
-    proxy = SilentProxy(5672)
-    try:
-        proc = consumer(proxy.port, q, 0)
-        wait_for_api([q], expected=held(q))
-        proxy.cut()
-        os.kill(proc.pid, signal.SIGKILL)
-        # Past one statistics interval after the consumer connected, so its
-        # broker rates (no acks) are in.
-        time.sleep(STATS_INTERVAL_S)
-        result, _ = run_probe(queues=[q], window=STATS_INTERVAL_S + 0.5, tmp_path=tmp_path)
-        rec = record(result, q)
-        # The broker still lists it, with the 10 messages it holds: RabbitMQ's
-        # own view, which the probe reports as it is...
-        assert (rec["consumers"], rec["messages_ready"], rec["messages_unacknowledged"]) == (1, 40, 10)
-        assert "prefetch-hoarding" in rec["findings"] and "heartbeat-off" in rec["findings"]
-        # ...and says why it cannot be told from a stuck consumer, and how to recover.
-        [hb] = rec["consumer_heartbeats"]
-        assert hb["heartbeat_s"] == 0
-        unverifiable = rec["consumers_unverifiable"]
-        assert unverifiable["connections"] == [hb["connection"]]
-        assert "heartbeats off" in unverifiable["why"] and "10 unacknowledged" in unverifiable["why"]
-        assert any("rabbitmqctl close_connection" in r and hb["connection"] in r for r in unverifiable["recover"])
-        assert exact(q) == (40, 1)  # still held after the probe: it changed nothing
-    finally:
-        proxy.close()
+def test_vanished_consumer_with_heartbeats_is_dropped_by_the_broker(vanished, tmp_path):
+    q = vanished("vanished-hb", 2)
+    deadline = time.monotonic() + 40
+    while exact(q) != (50, 0) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert exact(q) == (50, 0), "the broker did not drop a consumer that missed its heartbeats"
+    result, _ = run_probe(queues=[q], window=1.0, tmp_path=tmp_path)
+    rec = record(result, q)
+    assert (rec["consumers"], rec["depth"], rec["status"]) == (0, 50, "no-consumers")
+
+
+def test_vanished_consumer_without_heartbeats_stays_and_is_reported(vanished, tmp_path):
+    q = vanished("vanished-nohb", 0)
+    # Past one statistics interval after the consumer connected, so its
+    # broker rates (no acks) are in.
+    time.sleep(STATS_INTERVAL_S)
+    result, _ = run_probe(queues=[q], window=STATS_INTERVAL_S + 0.5, tmp_path=tmp_path)
+    rec = record(result, q)
+    # The broker still lists it, with the 10 messages it holds: RabbitMQ's
+    # own view, which the probe reports as it is...
+    assert (rec["consumers"], rec["messages_ready"], rec["messages_unacknowledged"]) == (1, 40, 10)
+    assert "prefetch-hoarding" in rec["findings"] and "heartbeat-off" in rec["findings"]
+    # ...and says why it cannot be told from a stuck consumer, and how to recover.
+    [hb] = rec["consumer_heartbeats"]
+    assert hb["heartbeat_s"] == 0
+    unverifiable = rec["consumers_unverifiable"]
+    assert unverifiable["connections"] == [hb["connection"]]
+    assert "heartbeats off" in unverifiable["why"] and "10 unacknowledged" in unverifiable["why"]
+    assert any("rabbitmqctl close_connection" in r and hb["connection"] in r for r in unverifiable["recover"])
+    assert exact(q) == (40, 1)  # still held after the probe: it changed nothing
 
 
 def test_connections_are_read_in_pages(rig, tmp_path, monkeypatch):

@@ -15,16 +15,10 @@ import uuid
 import pytest
 
 from tests.brokers.amqp_proxy import SilentProxy
-from tests.brokers.test_rabbitmq_probe import _rig, Rig, record, run_probe, wait_for_api  # noqa: F401 (_rig: the rig's URLs)
+from tests.brokers.test_rabbitmq_probe import (  # noqa: F401 (_rig: the rig's URLs; rig: queues made and removed)
+    Rig, _rig, record, rig, run_probe, wait_for_api)
 
 pytestmark = pytest.mark.broker
-
-
-@pytest.fixture
-def rig():
-    r = Rig()
-    yield r
-    r.close()
 
 
 @pytest.fixture

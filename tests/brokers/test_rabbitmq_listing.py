@@ -6,17 +6,10 @@ from __future__ import annotations
 
 import pytest
 
-from tests.brokers.test_rabbitmq_probe import (  # noqa: F401 (_rig: the rig's URLs)
-    Rig, _rig, rabbitmqctl_queues, record, run_probe)
+from tests.brokers.test_rabbitmq_probe import (  # noqa: F401 (_rig: the rig's URLs; rig: queues made and removed)
+    _rig, rabbitmqctl_queues, record, rig, run_probe)
 
 pytestmark = pytest.mark.broker
-
-
-@pytest.fixture
-def rig():
-    r = Rig()
-    yield r
-    r.close()
 
 
 @pytest.mark.parametrize("listing", ["totals", "prometheus"])
