@@ -6,10 +6,12 @@ to one statistics interval).
 Why not pika's BlockingConnection: it bounds only the connection set-up
 (`socket_timeout`, `stack_timeout`); `blocked_connection_timeout` applies only
 after the broker sent connection.blocked.  A passive declare the broker never
-answers waits for pika's heartbeat check, which fires at heartbeat + 5 s at the
-earliest (measured here against a proxy that stops relaying once the declare
-is sent: 14 s with heartbeat=2, never with heartbeat=0, the broker's 60 s by
-default).  This client uses pika's frame codec over a socket of its own, so
+answers waits for pika's heartbeat check, which runs every heartbeat + 5 s
+and gives up after two silent checks (measured with pika 1.x against a proxy
+that stops relaying once the declare is sent: 14 s with heartbeat=2, 130 s with
+the broker's default 60 s, never with heartbeat=0); a broker whose heartbeats
+still flow while a busy queue process does not answer keeps it waiting forever.
+This client uses pika's frame codec over a socket of its own, so
 every call (connect, handshake, each declare) has its own deadline.
 
 Read-only: passive declares never create a queue; nothing is published,
