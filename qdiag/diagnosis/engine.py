@@ -271,7 +271,10 @@ def _blind_spots(snapshot: dict, queues_in_focus: list[dict]) -> list[str]:
         reasons.append("no queue was observed: give the broker (--kafka, --rabbitmq or --redis) and --queue, "
                        "or the consumer (--pid/--process) and its --log")
     for q in queues_in_focus:
-        if str(q.get("status") or "unknown") == "unknown":
+        if q.get("depth_settled") is False:
+            why = q.get("depth_settled_why") or "the broker's figures had not settled"
+            reasons.append(f"{q.get('subject')}: its depth is not a measurement of now ({why})")
+        elif str(q.get("status") or "unknown") == "unknown":
             why = q.get("status_reason") or q.get("note") or "its figures were not settled over the window"
             reasons.append(f"{q.get('subject')} was not measured: {why}")
     for p in probes:

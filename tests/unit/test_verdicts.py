@@ -102,3 +102,13 @@ def test_a_saturated_host_is_a_step_2_finding_even_with_no_consumer_linked():
 def test_a_quiet_host_has_no_step_2_finding():
     doc = report(snapshot(host()))
     assert doc["steps"][1]["findings"] == [] and "nothing found" in doc["steps"][1]["note"]
+
+
+def test_a_depth_the_broker_had_not_settled_is_not_a_healthy_zero():
+    """The management API trails the queue by a statistics interval: a zero it reports before
+    the exact count could be read is no measurement."""
+    stale = rabbit_queue("orders", depth=0, messages_ready=0, depth_settled=False,
+                         depth_settled_why="no exact count: AMQP unreachable")
+    doc = report(snapshot(host(), rabbitmq(stale), queues=["orders"]))
+    assert doc["verdict"] == "unknown"
+    assert any("not a measurement of now" in r and "AMQP unreachable" in r for r in doc["verdict_reasons"])
