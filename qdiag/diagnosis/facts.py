@@ -276,7 +276,8 @@ def _consumer_map(snapshot: dict, processes: list[dict], queues: list[dict],
         for subject in subjects:
             claimants.setdefault(subject, set()).add(pid)
     consumer_of: dict[Any, str | None] = {}
-    unsure: set = set()
+    # The broker's own process is context, never a consumer in focus.
+    unsure: set = set(brokers_here)
     for pid, subjects in claims.items():
         known = [x for x in subjects if x in by_subject]
         subject = known[0] if known else (subjects[0] if subjects else None)

@@ -112,3 +112,22 @@ def test_a_depth_the_broker_had_not_settled_is_not_a_healthy_zero():
     doc = report(snapshot(host(), rabbitmq(stale), queues=["orders"]))
     assert doc["verdict"] == "unknown"
     assert any("not a measurement of now" in r and "AMQP unreachable" in r for r in doc["verdict_reasons"])
+
+
+def test_the_brokers_own_process_is_not_taken_for_a_consumer():
+    """Discovery by host claims every local process connected to the broker, the broker included;
+    its threads wait on its controller and clients, which says nothing about the consumers."""
+    from tests.unit.test_diagnosis import kafka, kafka_queue
+
+    broker = target(3598, selected=("discovered",), name="java",
+                    listening=[{"local": "127.0.0.1:9092"}, {"local": "127.0.0.1:9093"}])
+    consumer = target(7, selected=("--pid", "discovered"))
+    discovered = [{"pid": 3598, "subject": "kafka:t/g", "via": "kafka member"},
+                  {"pid": 7, "subject": "kafka:t/g", "via": "kafka member"}]
+    snap = snapshot(host(), processes(consumer, broker), kafka(kafka_queue("t", "g")), discovered=discovered,
+                    queues=["t"], groups=["g"], pids=[7])
+    from qdiag.diagnosis.facts import join
+
+    joined, _ = join(snap)
+    assert joined.consumer_of.get(7) == "kafka:t/g" and 3598 not in joined.consumer_of
+    assert joined.focus(3598) is False
