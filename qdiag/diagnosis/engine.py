@@ -95,7 +95,8 @@ def rank(hits: list[Hit]) -> list[dict[str, Any]]:
         if out_of_focus:
             score *= OUT_OF_FOCUS
         scored.append({"id": cause, "subject": subject, "score": score, "hits": group, "out_of_focus": out_of_focus})
-    undemoted = [(item["id"], item["score"], _queues_of(item)) for item in scored]
+    # A cause resting only on things the user did not point at cannot explain one they did.
+    undemoted = [(item["id"], item["score"], _queues_of(item), item["out_of_focus"]) for item in scored]
     for item in scored:
         causes = EXPLAINED_BY.get(item["id"], ())
         if not causes:
@@ -104,7 +105,9 @@ def rank(hits: list[Hit]) -> list[dict[str, Any]]:
         # consumer of another queue says nothing about why this one is full.
         mine = _queues_of(item)
         best: dict[str, float] = {}
-        for cause, score, theirs in undemoted:
+        for cause, score, theirs, aside in undemoted:
+            if aside and not item["out_of_focus"]:
+                continue
             if cause in causes and (not mine or not theirs or mine & theirs):
                 best[cause] = max(best.get(cause, 0.0), score)
         top = max(best.values(), default=0.0)

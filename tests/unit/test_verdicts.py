@@ -131,3 +131,18 @@ def test_the_brokers_own_process_is_not_taken_for_a_consumer():
     joined, _ = join(snap)
     assert joined.consumer_of.get(7) == "kafka:t/g" and 3598 not in joined.consumer_of
     assert joined.focus(3598) is False
+
+
+def test_a_cause_out_of_focus_does_not_demote_one_in_focus():
+    from qdiag.diagnosis import engine
+    from qdiag.diagnosis.playbook import Rule
+
+    def hit(cause, kind, strength, facts):
+        rule = Rule(id=f"r-{cause}", cause=cause, kind=kind, when="True", weight=1.0, evidence="e")
+        return engine.Hit(rule, f"s-{cause}", strength, "e", facts)
+
+    in_focus = hit("undersized-consumer-pool", "queue", 0.8, {"subject": "kafka:t/g", "focus": True})
+    aside = hit("slow-dependency", "threads", 0.9, {"queue": {}, "focus": False})
+    ranked = engine.rank([in_focus, aside])
+    assert ranked[0]["id"] == "undersized-consumer-pool" and ranked[0]["score"] == 0.8
+    assert "explained_by" not in ranked[0]
