@@ -402,6 +402,7 @@ def normalise_description(d: dict) -> dict:
             "group_instance_id": m.get("group_instance_id"),
             "assignment": decode_assignment(m.get("member_assignment")),
             "subscription": decode_subscription(m.get("member_metadata")),
+            "generation": member_generation(m.get("member_metadata")),
         })
     return {
         "state": d.get("group_state", d.get("state")),
@@ -434,3 +435,10 @@ def decode_subscription(value: Any) -> list[str] | None:
     else:
         topics = getattr(value, "subscription", None) or getattr(value, "topics", None)
     return sorted(topics) if isinstance(topics, (list, tuple, set)) else None
+
+
+def member_generation(value: Any) -> int | None:
+    """The generation a member says it last held (ConsumerProtocolSubscription v2+,
+    sent by the Java client; -1 or absent otherwise)."""
+    generation = value.get("generation_id") if isinstance(value, dict) else getattr(value, "generation_id", None)
+    return generation if isinstance(generation, int) and not isinstance(generation, bool) and generation >= 0 else None

@@ -16,6 +16,9 @@ Raw document (partition numbers are string keys so that it survives JSON):
                                      "subscription": [topic] | None}] | None}},
      "topics": {topic: {"error": str | None, "partitions": {"p": {"leader": int}}}},
      "samples": [{"t": s since window start, "wall": epoch s,
+                  "groups": {group: {"state", "members": [{"member_id", "client_id", "host",
+                                                           "assignment", "generation"}]}
+                                    | {"error"}},   (absent in documents recorded before it)
                   "committed": {group: {topic: {"p": offset}}},
                   "committed_errors": {group: message},
                   "log_end": {topic: {"p": offset}},
@@ -36,6 +39,8 @@ from __future__ import annotations
 
 import math
 from typing import Any, Iterable
+
+from . import _kafka_groups as groups_mod
 
 # Value states for committed / log-end / lag.
 OK = "ok"
@@ -59,6 +64,9 @@ STATUS_RANK = {
 }
 SEVERITY = {"OK": "ok", "EMPTY": "ok", "NO_COMMIT": "unknown", "UNKNOWN": "unknown",
             "WARN": "warn", "REWIND": "err", "STALL": "err", "STOP": "err", "NO_GROUP": "unknown"}
+
+# Membership facts (_kafka_groups.membership) every queue record of the group carries, as counts.
+CHURN_KEYS = ("group_samples", "states_seen", "rebalancing_samples", "rebalances_seen", "generation")
 
 DEFAULT_RETENTION_MARGIN = 0.1
 DEFAULT_UNDERPARALLEL_RATIO = 4.0
@@ -377,6 +385,7 @@ def analyse(raw: dict, *, allowed_lag: int = 0, now_wall: float | None = None,
         for topic, p in sorted(keys):
             rows.append(_partition_row(raw, gid, group, topic, p, owners, complete, samples,
                                        log_start, stamps, read_wall, now_wall, allowed_lag, retention_margin))
+        churn = groups_mod.membership(gid, samples)
         statuses = [r["status"] for r in rows]
         status = group_status(statuses, group.get("state"))
         worst = max(rows, key=lambda r: STATUS_RANK.get(r["status"], 1), default=None)
@@ -398,12 +407,13 @@ def analyse(raw: dict, *, allowed_lag: int = 0, now_wall: float | None = None,
             "severity": SEVERITY.get(status, "unknown"),
             "status_reason": worst["status_reason"] if worst and status == worst["status"] else None,
             "total_lag": sum(max(0, x) for x in numeric) if numeric else None,
+            "membership": churn,
             "topics": sorted({t for t, _ in keys}),
             "partitions": rows,
         })
         for topic in sorted({t for t, _ in keys}):
             queues.append(_queue_record(gid, group, topic, [r for r in rows if r["topic"] == topic],
-                                        topics_meta, samples, underparallel_ratio))
+                                        topics_meta, samples, underparallel_ratio, churn))
 
     consumed = {(q["name"]) for q in queues}
     for topic in raw.get("named_topics") or []:
@@ -459,6 +469,13 @@ def _partition_row(raw, gid, group, topic, p, owners, complete, samples, log_sta
         row["effective_lag"] = effective
     row.update(seconds_behind(lag=effective, committed=committed, history=history, record=record,
                               read_wall=read_wall, now_wall=now_wall))
+    if committed is None and log_end is not None and start is not None:
+        # No commit: what the group has not consumed is unknown; what is retained is
+        # the most it can be (see _queue_record's depth_basis).
+        row["backlog_from_log_start"] = max(0, log_end - start)
+        if status == "NO_COMMIT" and owner_state == "owned" and (row["rate_in"] or 0) > 0:
+            row["status_reason"] = (f"no committed offset at any sample while {row['rate_in']:.1f} records/s "
+                                    f"arrive and member {owner.get('client_id') or owner.get('member_id')} owns it")
     risk = retention_risk(committed, start, log_end, retention_margin)
     row["data_at_risk"] = risk.pop("data_at_risk")
     if row["data_at_risk"]:
@@ -506,8 +523,34 @@ def _lag_trend(rows: list[dict], samples: list[dict], gid: str) -> tuple[str | N
     return trend, _round(rate(totals)), [v for _, v in totals]
 
 
-def _queue_record(gid, group, topic, rows, topics_meta, samples, underparallel_ratio) -> dict:
+# What a depth counted from the log start means, said wherever it is shown.
+LOG_START_NOTE = ("no committed offset: the backlog is counted from the log start (the oldest retained record), "
+                  "the most the group can have left; the consumers' auto.offset.reset is not visible to qdiag, "
+                  "and with 'latest' they started at the log end and skipped part of it")
+
+
+def _start_trend(rows: list[dict], samples: list[dict]) -> tuple[str | None, float | None, list | None]:
+    """For partitions counted from the log start: retained records per sample (log
+    end at the sample minus the log start read after the window)."""
+    series = []
+    for row in rows:
+        start = row.get("log_start")
+        ends = [_pget((sample.get("log_end") or {}).get(row["topic"]), row["partition"]) for sample in samples]
+        if start is None or any(e is None or e < 0 for e in ends):
+            continue
+        series.append([max(0, e - start) for e in ends])
+    if not series or len(samples) < 2:
+        return None, None, None
+    totals = [(sample["t"], sum(v[i] for v in series)) for i, sample in enumerate(samples)]
+    first, last = totals[0][1], totals[-1][1]
+    trend = "growing" if last > first else "shrinking" if last < first else "steady"
+    return trend, _round(rate(totals)), [v for _, v in totals]
+
+
+def _queue_record(gid, group, topic, rows, topics_meta, samples, underparallel_ratio, churn=None) -> dict:
     numeric = [r for r in rows if r["lag"] is not None]
+    no_commit = [r for r in rows if r["committed_state"] == NONE]
+    from_start = [r for r in no_commit if r.get("backlog_from_log_start") is not None]
     worst_row = max(numeric, key=lambda r: r["lag"], default=None)
     members = group.get("members")
     empty = (group.get("state") or "").lower() == "empty"
@@ -527,6 +570,14 @@ def _queue_record(gid, group, topic, rows, topics_meta, samples, underparallel_r
     behind = [r for r in rows if r.get("lag_seconds") is not None]
     oldest = max(behind, key=lambda r: r["lag_seconds"], default=None)
     trend, change, totals = _lag_trend(rows, samples, gid)
+    if numeric:
+        depth, basis = sum(max(0, r.get("effective_lag", r["lag"])) for r in numeric), "committed"
+    elif from_start and len(from_start) == len(rows):
+        # Not one committed offset: counted from the log start, and labelled so.
+        depth, basis = sum(r["backlog_from_log_start"] for r in from_start), "log-start"
+        trend, change, totals = _start_trend(from_start, samples)
+    else:
+        depth, basis = None, None
     per_consumer = round(topic_partitions / consumers, 2) if topic_partitions and consumers else None
     at_risk = [r for r in rows if r.get("data_at_risk")]
     known_risk = [r for r in rows if r.get("data_at_risk") is not None]
@@ -534,8 +585,9 @@ def _queue_record(gid, group, topic, rows, topics_meta, samples, underparallel_r
         "system": "kafka",
         "name": topic,
         "group": gid,
-        "depth": sum(max(0, r.get("effective_lag", r["lag"])) for r in numeric) if numeric else None,
-        "depth_complete": len(numeric) == len(rows),
+        "depth": depth,
+        "depth_basis": basis,
+        "depth_complete": len(numeric) == len(rows) or basis == "log-start",
         "rate_in": _sum(r["rate_in"] for r in rows),
         "rate_out": _sum(r["rate_out"] for r in rows),
         "consumers": consumers,
@@ -558,11 +610,23 @@ def _queue_record(gid, group, topic, rows, topics_meta, samples, underparallel_r
         "lag_seconds_source": oldest["lag_seconds_source"] if oldest else "unknown",
         "data_at_risk": True if at_risk else (False if known_risk else None),
         "at_risk_partitions": [r["partition"] for r in at_risk],
-        "no_commit_partitions": sum(1 for r in rows if r["committed_state"] == NONE),
+        "no_commit_partitions": len(no_commit),
+        "no_commit_backlog": sum(r["backlog_from_log_start"] for r in from_start) if from_start else None,
+        # Owned by a member, records arriving, and no commit at any sample: whatever
+        # the member does, the group records no progress on them.
+        "not_progressing_partitions": sum(1 for r in no_commit if r["owner_state"] == "owned"
+                                          and (r["rate_in"] or 0) > 0),
         "unowned_partitions": sum(1 for r in rows if r["owner_state"] == "unowned"),
         "no_leader_partitions": sum(1 for r in rows if r["log_end_state"] == NO_LEADER),
         "status_counts": {s: statuses.count(s) for s in sorted(set(statuses))},
     }
+    if basis == "log-start":
+        record["depth_note"] = LOG_START_NOTE
+    churn = churn or {}
+    record.update({k: churn.get(k) for k in CHURN_KEYS})
+    for key in ("members_joined", "members_left", "rejoined_clients"):  # the ids stay on the group
+        record[key] = len(churn[key]) if isinstance(churn.get(key), list) else None
+    record["window_s"] = round(samples[-1]["t"] - samples[0]["t"], 3) if len(samples) >= 2 else None
     if oldest is None and rows:
         mins = [r["lag_seconds_min"] for r in rows if r.get("lag_seconds_min") is not None]
         if mins:

@@ -24,6 +24,7 @@ from qdiag.context import ProbeContext
 from qdiag.probe import ProbeError, Option, register
 
 from . import _kafka_facts
+from . import _kafka_groups as groups_mod
 from . import _kafka_lag as lag
 from ._kafka_admin import RESERVE_S, Admin, client_config, count_requests, no_auto_create
 from ._kafka_calls import Hung, bounded, first_line
@@ -48,8 +49,6 @@ DEFAULTS: dict[str, Any] = {
     "keep_raw": False,           # include the raw sampled offsets (for recording fixtures)
 }
 _PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
-# Group states in which assignments are being handed out: no owner is not "unowned" then.
-_REBALANCING = {"preparingrebalance", "completingrebalance", "assigning", "reconciling"}
 _TIMESTAMP_BUDGET_S = 3.0
 
 # --- options ---------------------------------------------------------------------------
@@ -303,11 +302,19 @@ def _collect(ctx: ProbeContext, opts: dict, admin: Admin) -> dict:
     def keep(topic: str) -> bool:
         return wanted_topics is None or topic in wanted_topics
 
-    # Sampling: committed offsets first, then log ends, as kafka-consumer-groups
-    # does (a commit landing in between cannot make lag negative).
+    # Sampling: the groups' descriptions (who is a member, in which state: one
+    # DescribeGroups per coordinator), then committed offsets, then log ends, as
+    # kafka-consumer-groups does (a commit landing in between cannot make lag negative).
     group_ids = list(groups)
+    tracked = [g for g, d in groups.items() if d.get("members") is not None]
 
     def take() -> dict:
+        described, described_error = {}, None
+        if tracked:
+            try:
+                described = {g: groups_mod.sample_entry(d) for g, d in admin.describe_groups(tracked).items()}
+            except ProbeError as exc:  # the offsets still count; membership is unknown at this sample
+                described_error = str(exc)
         committed, errors = admin.group_offsets(group_ids) if group_ids else ({}, {})
         committed = {g: {t: parts for t, parts in per.items() if keep(t)} for g, per in committed.items()}
         topics = {t for per in committed.values() for t in per}
@@ -322,8 +329,11 @@ def _collect(ctx: ProbeContext, opts: dict, admin: Admin) -> dict:
                    for p, info in (topics_meta.get(t) or {}).get("partitions", {}).items()
                    if not topics_meta[t].get("error") and info["leader"] >= 0]
         log_end, end_errors = admin.partition_offsets(leaders, earliest=False)
-        return {"wall": ctx.wall_clock(), "committed": committed, "committed_errors": errors,
-                "log_end": log_end, "log_end_errors": end_errors}
+        sample = {"wall": ctx.wall_clock(), "groups": described, "committed": committed, "committed_errors": errors,
+                  "log_end": log_end, "log_end_errors": end_errors}
+        if described_error:
+            sample["groups_error"] = described_error
+        return sample
 
     raw_samples = []
     for t, sample in ctx.sample(take, count=opts["samples"]):
@@ -429,7 +439,8 @@ def _describe(admin: Admin, listed: dict[str, dict]) -> dict[str, dict]:
 
 def _raw_group(d: dict) -> dict:
     group = dict(d)
-    if (group.get("state") or "").lower() in _REBALANCING and group.get("members") is not None:
+    # While assignments are being handed out, no owner is not "unowned".
+    if groups_mod.rebalancing(group.get("state")) and group.get("members") is not None:
         # Mid-rebalance assignments are empty or stale: owners are unknown, not absent.
         group["describable"] = False
         group["note"] = group.get("note") or f"rebalancing ({group['state']}): partition owners are unknown"

@@ -418,3 +418,160 @@ def test_client_config_keeps_only_keys_the_client_knows():
                                   dict(probe.DEFAULTS), ["h:1"], 2.0, 9.0)
     assert config == {"bootstrap_servers": ["h:1"], "request_timeout_ms": 2000, "connections_max_idle_ms": 9000}
     assert not any(isinstance(v, float) and math.isnan(v) for v in config.values())
+
+
+# --- groups that never commit; membership over the window -------------------------------------
+
+from qdiag.probes import _kafka_groups as groups_mod  # noqa: E402
+
+
+def _svc_member(mid: str, parts=(0, 1), client="svc", host="/10.0.0.5", generation=None) -> dict:
+    return {"member_id": mid, "client_id": client, "host": host, "assignment": {"t": list(parts)},
+            "generation": generation}
+
+
+def _window_doc(commits: list[dict], ends: list[dict], described: list[dict | None], *, start=None, members=None) -> dict:
+    """A raw document for group "g" on topic "t" (two partitions), one entry per sample."""
+    members = members if members is not None else [_svc_member("m-1")]
+    samples = []
+    for i, (committed, end, desc) in enumerate(zip(commits, ends, described)):
+        sample = {"t": 2.0 * i, "wall": 1000.0 + 2.0 * i, "committed": {"g": {"t": committed}} if committed else {},
+                  "committed_errors": {}, "log_end": {"t": end}, "log_end_errors": {}}
+        if desc is not None:
+            sample["groups"] = {"g": desc}
+        samples.append(sample)
+    return {"groups": {"g": {"state": "Stable", "describable": True, "members": members}},
+            "topics": {"t": {"error": None, "partitions": {"0": {"leader": 1}, "1": {"leader": 1}}}},
+            "samples": samples, "log_start": {"t": start or {"0": 0, "1": 0}}}
+
+
+def test_a_group_that_never_commits_is_counted_from_the_log_start_and_says_so():
+    stable = {"state": "Stable", "members": [_svc_member("m-1")]}
+    doc = _window_doc([{}, {}, {}], [{"0": 100, "1": 50}, {"0": 130, "1": 70}, {"0": 160, "1": 90}], [stable] * 3,
+               start={"0": 40, "1": 0})
+    q = queue(lag.analyse(doc), "g", "t")
+    assert q["status"] == "NO_COMMIT" and q["lag_seconds"] is None
+    assert q["depth"] == (160 - 40) + 90 and q["depth_basis"] == "log-start"
+    assert "auto.offset.reset" in q["depth_note"]
+    assert q["depth_samples"] == [60 + 50, 90 + 70, 120 + 90] and q["lag_trend"] == "growing"
+    assert q["not_progressing_partitions"] == 2 and q["no_commit_backlog"] == q["depth"]
+    assert q["rebalances_seen"] == 0 and q["members_left"] == 0
+
+
+def test_no_commit_on_a_quiet_or_unowned_partition_is_not_called_not_progressing():
+    quiet = _window_doc([{}, {}, {}], [{"0": 100, "1": 50}] * 3, [None] * 3)
+    assert queue(lag.analyse(quiet), "g", "t")["not_progressing_partitions"] == 0
+    nobody = _window_doc([{}, {}, {}], [{"0": 100, "1": 50}, {"0": 130, "1": 70}, {"0": 160, "1": 90}], [None] * 3,
+                  members=[])
+    assert lag.analyse(nobody)["queues"] == []  # no owner, no commit: nothing of the group's to count
+
+
+def test_committed_lag_stays_the_depth_when_some_partitions_have_commits():
+    doc = _window_doc([{"0": 90}, {"0": 95}, {"0": 100}], [{"0": 100, "1": 50}, {"0": 110, "1": 60}, {"0": 120, "1": 70}],
+               [None] * 3)
+    q = queue(lag.analyse(doc), "g", "t")
+    assert q["depth"] == 20 and q["depth_basis"] == "committed"
+    assert q["no_commit_backlog"] == 70 and q["not_progressing_partitions"] == 1  # partition 1
+
+
+def test_old_documents_without_group_samples_still_replay():
+    _, raw = load("lag_states.json")
+    result = lag.analyse(raw)
+    for q in result["queues"]:
+        if q["group"] is not None:
+            assert q["group_samples"] == 0 and q["rebalances_seen"] is None
+
+
+def test_members_leaving_and_rejoining_are_counted_as_rebalances():
+    a, b = _svc_member("a-1", (0,)), _svc_member("b-1", (1,), host="/10.0.0.6")
+    a2 = _svc_member("a-2", (0,))  # the same client, back under a new member id
+    states = [{"state": "Stable", "members": [a, b]},
+              {"state": "PreparingRebalance", "members": [b]},
+              {"state": "PreparingRebalance", "members": [a2, b]},
+              {"state": "Stable", "members": [a2, b]}]
+    churn = groups_mod.membership("g", [{"groups": {"g": s}} for s in states])
+    assert churn["states_seen"] == ["Stable", "PreparingRebalance", "Stable"]
+    assert churn["members_left"] == ["a-1"] and churn["members_joined"] == ["a-2"]
+    assert churn["rejoined_clients"] == ["svc@10.0.0.5"]
+    assert churn["rebalancing_samples"] == 2 and churn["rebalances_seen"] == 2
+    assert churn["group_samples"] == 4 and churn["generation"] is None
+
+
+def test_a_steady_group_shows_no_rebalance_and_instances_sharing_a_client_id_are_not_rejoins():
+    two = {"state": "Stable", "members": [_svc_member("x-1", (0,)), _svc_member("x-2", (1,))]}  # same client@host
+    churn = groups_mod.membership("g", [{"groups": {"g": two}}] * 3)
+    assert churn["rebalances_seen"] == 0 and churn["rejoined_clients"] == []
+    assert churn["members_left"] == churn["members_joined"] == []
+
+
+def test_membership_lower_bounds_and_unknowns():
+    one = _svc_member("m-1", generation=41)
+    moved = {**one, "assignment": {"t": [1]}, "generation": 42}
+    churn = groups_mod.membership("g", [{"groups": {"g": {"state": "Stable", "members": [one]}}},
+                                        {"groups": {"g": {"state": "Stable", "members": [moved]}}}])
+    assert churn["rebalances_seen"] == 1 and churn["generation"] == 42  # reassigned under the same id
+    # a single member evicted and back: Stable -> Empty -> Stable
+    cycle = [{"state": "Stable", "members": [_svc_member("m-1")]}, {"state": "Empty", "members": []},
+             {"state": "Stable", "members": [_svc_member("m-2")]}]
+    churn = groups_mod.membership("g", [{"groups": {"g": s}} for s in cycle])
+    assert churn["rebalances_seen"] == 2 and churn["rejoined_clients"] == ["svc@10.0.0.5"]
+    # nothing described: unknown, not "no rebalance"
+    churn = groups_mod.membership("g", [{"groups": {"g": {"error": "boom"}}}, {}])
+    assert churn["group_samples"] == 0 and churn["rebalances_seen"] is None and churn["members_left"] is None
+
+
+def test_member_generation_comes_from_the_subscription_only_when_sent():
+    assert admin_mod.member_generation({"topics": ["t"], "generation_id": 7}) == 7
+    assert admin_mod.member_generation({"topics": ["t"], "generation_id": -1}) is None
+    assert admin_mod.member_generation({"topics": ["t"]}) is None
+    assert admin_mod.member_generation(b"") is None
+
+
+# --- what the rules make of it ------------------------------------------------------------------
+
+def _report(doc: dict) -> dict:
+    from qdiag.diagnosis import playbook
+    from qdiag.report.build import build_report
+
+    obs = {"bootstrap": "b:9092", **lag.analyse(doc)}
+    snap = {"schema": "qdiag.snapshot/1", "created_at": "2026-01-01T00:00:00Z", "host": {"hostname": "h"},
+            "window_s": 4.0, "discovered": [], "settings": {"targets": {"queues": ["t"], "groups": ["g"]}},
+            "probes": [{"name": "kafka", "status": "ok", "observations": obs}]}
+    return build_report(snap, playbook.load())
+
+
+def test_a_group_consuming_without_commits_is_not_healthy():
+    stable = {"state": "Stable", "members": [_svc_member("m-1")]}
+    report = _report(_window_doc([{}, {}, {}], [{"0": 100, "1": 50}, {"0": 130, "1": 70}, {"0": 160, "1": 90}],
+                                 [stable] * 3))
+    assert report["verdict"] != "healthy"
+    top = report["root_causes"][0]
+    assert (top["id"], top["subject"], top["rules"]) == ("consumer-stuck", "kafka:t/g", ["kafka-group-never-commits"])
+    assert "log start" in top["evidence"][0] and "threshold" in top["evidence"][0]
+    step5 = next(s for s in report["steps"] if s["number"] == 5)
+    assert [f["rule"] for f in step5["findings"]] == ["kafka-group-never-commits"]
+
+
+def test_a_rebalance_storm_ranks_first_with_its_mechanism():
+    a, b = _svc_member("a-1", (0,)), _svc_member("b-1", (1,), host="/10.0.0.6")
+    a2, b2 = _svc_member("a-2", (0,)), _svc_member("b-2", (1,), host="/10.0.0.6")
+    described = [{"state": "Stable", "members": [a, b]}, {"state": "PreparingRebalance", "members": [b, a2]},
+                 {"state": "PreparingRebalance", "members": [a2, b2]}]
+    commits = [{"0": 10, "1": 20}] * 3
+    report = _report(_window_doc(commits, [{"0": 100, "1": 50}, {"0": 130, "1": 70}, {"0": 160, "1": 90}],
+                                 described, members=[a, b]))
+    top = report["root_causes"][0]
+    assert (top["id"], top["subject"]) == ("slow-consumer-logic", "kafka:t/g")
+    assert top["rules"] == ["kafka-rebalance-storm"]
+    assert "max.poll.interval.ms" in top["evidence"][0]
+    assert any("max.poll.records" in m for m in top["mitigations"]["immediate"])
+
+
+def test_membership_churn_with_commits_moving_is_not_a_storm():
+    a, a2 = _svc_member("a-1", (0, 1)), _svc_member("a-2", (0, 1))
+    described = [{"state": "Stable", "members": [a]}, {"state": "Stable", "members": [a2]},
+                 {"state": "Stable", "members": [a2]}]
+    report = _report(_window_doc([{"0": 10, "1": 20}, {"0": 40, "1": 40}, {"0": 70, "1": 60}],
+                                 [{"0": 100, "1": 50}, {"0": 130, "1": 70}, {"0": 160, "1": 90}], described,
+                                 members=[a]))
+    assert "kafka-rebalance-storm" not in {r for c in report["root_causes"] for r in c["rules"]}
