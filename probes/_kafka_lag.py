@@ -151,8 +151,9 @@ def evaluate_partition(series: list[tuple[int | None, int | None]], *, allowed_l
             return "OK", "lag within the allowed lag (one sample)"
         return "UNKNOWN", "only one sample: cannot tell whether the consumer moves"
     unmoved = all(c == commits[0] for c in commits)
-    if current > allowed_lag and unmoved and owner_state == "unowned":
-        return "STOP", f"no member owns it and its committed offset stayed at {commits[0]} with lag {current}"
+    if current > allowed_lag and unmoved and owner_state in ("unowned", "gone"):
+        who = "its owner's client is gone" if owner_state == "gone" else "no member owns it"
+        return "STOP", f"{who} and its committed offset stayed at {commits[0]} with lag {current}"
     best = max(commits[:-1])
     if commits[-1] < best:
         return "REWIND", f"committed offset went back from {best} to {commits[-1]}"
@@ -360,6 +361,34 @@ def _member_summary(member: dict) -> dict:
     return {k: member.get(k) for k in ("member_id", "client_id", "host")}
 
 
+def _host(member: dict | None) -> str:
+    return str((member or {}).get("host") or "").lstrip("/")
+
+
+def gone_hosts(samples: list[dict]) -> dict[str, dict]:
+    """Member hosts of this machine with no connection to any broker at any sample
+    ("local_hosts" in the samples: what the probe read from this host's sockets,
+    only for member hosts that are addresses of this host).  Needs two samples:
+    one look is a moment, not an absence."""
+    looked = [s["local_hosts"] for s in samples if isinstance(s.get("local_hosts"), dict)]
+    if len(looked) < 2:
+        return {}
+    out = {}
+    for host in set.intersection(*(set(x) for x in looked)):
+        if all((x[host].get("established") or 0) == 0 for x in looked):
+            out[host] = {"closed_s_ago": looked[-1][host].get("closed_s_ago"), "samples": len(looked)}
+    return out
+
+
+def _still_listed(gid: str, group: dict, samples: list[dict]) -> set[str]:
+    """Member ids listed at the last sample that described the group (else before the window)."""
+    for sample in reversed(samples):
+        desc = (sample.get("groups") or {}).get(gid)
+        if isinstance(desc, dict) and not desc.get("error"):
+            return {m.get("member_id") for m in desc.get("members") or []}
+    return {m.get("member_id") for m in group.get("members") or []}
+
+
 def analyse(raw: dict, *, allowed_lag: int = 0, now_wall: float | None = None,
             retention_margin: float = DEFAULT_RETENTION_MARGIN,
             underparallel_ratio: float = DEFAULT_UNDERPARALLEL_RATIO) -> dict:
@@ -374,8 +403,16 @@ def analyse(raw: dict, *, allowed_lag: int = 0, now_wall: float | None = None,
     last_errors = (samples[-1].get("committed_errors") or {}) if samples else {}
     groups_out: list[dict] = []
     queues: list[dict] = []
+    gone = gone_hosts(samples)
+    checked = {h for s in samples for h in (s.get("local_hosts") or {})}
+    span = round(samples[-1]["t"] - samples[0]["t"], 3) if len(samples) >= 2 else None
     for gid in sorted(raw.get("groups") or {}):
         group = raw["groups"][gid]
+        if gone:
+            listed = _still_listed(gid, group, samples)
+            group = {**group, "members": [{**m, "gone": _host(m) in gone and m.get("member_id") in listed}
+                                          for m in group.get("members") or []]
+                     if group.get("members") is not None else None}
         owners, complete = _owners(group)
         keys: set[tuple[str, int]] = set(owners)
         for sample in samples:
@@ -402,7 +439,8 @@ def analyse(raw: dict, *, allowed_lag: int = 0, now_wall: float | None = None,
             "error": group.get("error") or last_errors.get(gid),
             "member_count": len(members) if members is not None else None,
             "members": [{**_member_summary(m), "group_instance_id": m.get("group_instance_id"),
-                         "assignment": m.get("assignment")} for m in members] if members is not None else None,
+                         "assignment": m.get("assignment"), **_gone_facts(m, gone, span)}
+                        for m in members] if members is not None else None,
             "status": status,
             "severity": SEVERITY.get(status, "unknown"),
             "status_reason": worst["status_reason"] if worst and status == worst["status"] else None,
@@ -412,8 +450,10 @@ def analyse(raw: dict, *, allowed_lag: int = 0, now_wall: float | None = None,
             "partitions": rows,
         })
         for topic in sorted({t for t, _ in keys}):
-            queues.append(_queue_record(gid, group, topic, [r for r in rows if r["topic"] == topic],
-                                        topics_meta, samples, underparallel_ratio, churn))
+            record = _queue_record(gid, group, topic, [r for r in rows if r["topic"] == topic],
+                                   topics_meta, samples, underparallel_ratio, churn)
+            _add_gone(record, group, topic, gone, checked, span)
+            queues.append(record)
 
     consumed = {(q["name"]) for q in queues}
     for topic in raw.get("named_topics") or []:
@@ -445,7 +485,7 @@ def _partition_row(raw, gid, group, topic, p, owners, complete, samples, log_sta
     lag, lag_state = partition_lag(committed, committed_state, log_end, log_end_state)
     start = _pget(log_start.get(topic), p)
     owner = owners.get((topic, p))
-    owner_state = _owner_state(group, owner is not None, complete)
+    owner_state = "gone" if owner and owner.get("gone") else _owner_state(group, owner is not None, complete)
     record = _closest_read(_pget(stamps.get(topic), p), committed)
     invisible = _invisible(record, committed)
     status, reason = evaluate_partition(series, allowed_lag=allowed_lag, owner_state=owner_state,
@@ -555,7 +595,8 @@ def _queue_record(gid, group, topic, rows, topics_meta, samples, underparallel_r
     members = group.get("members")
     empty = (group.get("state") or "").lower() == "empty"
     if members is not None:
-        consumers = sum(1 for m in members if (m.get("assignment") or {}).get(topic))
+        # Consumers attached: a member whose client is gone is listed, not attached.
+        consumers = sum(1 for m in members if (m.get("assignment") or {}).get(topic) and not m.get("gone"))
         idle = sum(1 for m in members
                    if topic in (m.get("subscription") or []) and not (m.get("assignment") or {}).get(topic))
     else:
@@ -653,3 +694,39 @@ def _unconsumed_topic_record(raw: dict, topic: str, samples: list[dict]) -> dict
         "topic_partitions": len(meta.get("partitions") or {}),
         "note": "no consumer group has committed offsets for or is assigned this topic",
     }
+
+
+def _gone_facts(member: dict, gone: dict, span: float | None) -> dict:
+    if "gone" not in member:
+        return {}
+    if not member["gone"]:
+        return {"gone": False}
+    return {"gone": True, **_gone_times(gone[_host(member)], span)}
+
+
+def _gone_times(host_facts: dict, span: float | None) -> dict:
+    """How long a member's client has been gone: since its last connection closed
+    (TIME_WAIT, up to 60 s back), or at least the window."""
+    ago = host_facts.get("closed_s_ago")
+    out = {"gone_at_least_s": span}
+    if ago is not None:
+        out["gone_for_s"] = round(ago, 1)
+    return out
+
+
+def _add_gone(record: dict, group: dict, topic: str, gone: dict, checked: set, span: float | None) -> None:
+    """Members of the group assigned this topic whose client has gone from this host
+    (None when none of their hosts is this host's: nothing was looked at)."""
+    assigned = [m for m in group.get("members") or [] if (m.get("assignment") or {}).get(topic)]
+    if not any(_host(m) in checked for m in assigned):
+        record["gone_members"] = None
+        return
+    away = [m for m in group.get("members") or [] if m.get("gone") and (m.get("assignment") or {}).get(topic)]
+    record["gone_members"] = len(away)
+    if away:
+        times = [_gone_times(gone[_host(m)], span) for m in away]
+        known = [t["gone_for_s"] for t in times if "gone_for_s" in t]
+        record["gone_for_s"] = max(known) if known else None
+        record["gone_at_least_s"] = span
+        record["gone_hosts"] = sorted({_host(m) for m in away})
+        record["gone_partitions"] = sum(len((m.get("assignment") or {}).get(topic) or []) for m in away)

@@ -21,11 +21,13 @@ import time
 from typing import Any
 
 from qdiag.context import ProbeContext
+from qdiag.localsockets import norm_ip
 from qdiag.probe import ProbeError, Option, register
 
 from . import _kafka_facts
 from . import _kafka_groups as groups_mod
 from . import _kafka_lag as lag
+from . import _kafka_members as members_mod
 from ._kafka_admin import RESERVE_S, Admin, client_config, count_requests, no_auto_create
 from ._kafka_calls import Hung, bounded, first_line
 
@@ -191,8 +193,15 @@ def _read_timestamps(ctx: ProbeContext, opts: dict, admin: Admin,
 # --- discovery ------------------------------------------------------------------------------
 
 def discover(ctx: ProbeContext) -> list[dict]:
-    """Local processes behind the groups' members: the member's host (as the
-    broker saw it) and a local socket from that address to a broker."""
+    """Local processes behind the groups' members.
+
+    The broker names a member's client host, never its port or process, so a
+    member is matched to the local processes connected to a broker from that
+    address, leaving out the brokers themselves (they listen on the broker
+    port and connect to it) and qdiag.  When more processes connect from the
+    address than the groups have members there, which one is which cannot be
+    told from here: each says so, with both counts (and the diagnosis keeps
+    only the ones the user named)."""
     if ctx.targets.kafka is None:
         return []
     from qdiag.localsockets import pids_connected_to
@@ -204,39 +213,36 @@ def discover(ctx: ProbeContext) -> list[dict]:
         chosen = [g for g in (ctx.targets.groups or sorted(listed)) if g in listed
                   and listed[g].get("group_type") != "consumer"]
         described = admin.describe_groups(chosen)
-        brokers = admin.broker_endpoints()
+        brokers = _resolve(ctx, admin.broker_endpoints())
     finally:
         admin.close()
     by_port: dict[int, set[str]] = {}
-    for host, port in brokers:
-        try:
-            infos = bounded(lambda: socket.getaddrinfo(host, port, type=socket.SOCK_STREAM),
-                             ctx.io_timeout(1.0))
-        except (Hung, OSError):
-            continue
-        by_port.setdefault(port, set()).update(info[4][0] for info in infos)
+    for ip, port in brokers:
+        by_port.setdefault(port, set()).add(ip)
     members_by_host: dict[str, list[tuple[str, dict]]] = {}
     for gid, d in described.items():
         for member in d.get("members") or []:
             if member.get("host"):
                 members_by_host.setdefault(member["host"].lstrip("/"), []).append((gid, member))
-    own = os.getpid()
+    not_members = {os.getpid()} | members_mod.broker_pids(set(by_port))
     found: dict[int, dict] = {}
     for host, members in members_by_host.items():
         pids: set[int] = set()
         for port, ips in by_port.items():
             pids |= pids_connected_to(ips, port, client_ip=host)
-        pids.discard(own)
+        pids -= not_members
         if not pids:
             continue
         clients = sorted({m.get("client_id") or "?" for _, m in members})
         subjects = sorted({f"kafka:{t}/{gid}" for gid, m in members for t in (m.get("assignment") or {})}
                           or {f"kafka:*/{gid}" for gid, _ in members})
-        via = "kafka member " + ", ".join(clients)
-        if len(pids) > 1:
-            via += f" (one of {len(pids)} local processes connected to the broker from {host})"
+        via = f"kafka member {', '.join(clients)} from {host}"
+        if len(pids) > len(members):
+            via += (f" (one of {len(pids)} local processes connected to the broker from {host}, for "
+                    f"{len(members)} member(s) there: which is which cannot be told from the broker's side)")
         for pid in sorted(pids):
-            found.setdefault(pid, {"pid": pid, "via": via, "subject": ",".join(subjects)})
+            found.setdefault(pid, {"pid": pid, "via": via, "subject": ",".join(subjects),
+                                   "candidates": len(pids), "members_at_host": len(members)})
     return list(found.values())
 
 
@@ -307,6 +313,7 @@ def _collect(ctx: ProbeContext, opts: dict, admin: Admin) -> dict:
     # kafka-consumer-groups does (a commit landing in between cannot make lag negative).
     group_ids = list(groups)
     tracked = [g for g, d in groups.items() if d.get("members") is not None]
+    here, brokers = _member_hosts_here(ctx, admin, groups)
 
     def take() -> dict:
         described, described_error = {}, None
@@ -331,6 +338,11 @@ def _collect(ctx: ProbeContext, opts: dict, admin: Admin) -> dict:
         log_end, end_errors = admin.partition_offsets(leaders, earliest=False)
         sample = {"wall": ctx.wall_clock(), "groups": described, "committed": committed, "committed_errors": errors,
                   "log_end": log_end, "log_end_errors": end_errors}
+        if here:
+            sockets = members_mod.read_sockets(ctx.paths.proc)
+            if sockets is not None:
+                sample["local_hosts"] = members_mod.presence(here, brokers, sockets,
+                                                             members_mod.own_inodes(ctx.paths.proc))
         if described_error:
             sample["groups_error"] = described_error
         return sample
@@ -390,6 +402,40 @@ def _collect(ctx: ProbeContext, opts: dict, admin: Admin) -> dict:
     if opts["keep_raw"]:
         obs["raw"] = raw
     return obs
+
+
+def _member_hosts_here(ctx: ProbeContext, admin: Admin, groups: dict[str, dict]) -> tuple[set[str], set]:
+    """Member hosts that are addresses of this host, and the brokers' (ip, port)
+    endpoints, so each sample can tell whether those members' clients are still
+    connected.  Costs one DescribeCluster, only when such a member exists."""
+    hosts = {str(m.get("host") or "").lstrip("/") for d in groups.values() for m in d.get("members") or []}
+    hosts.discard("")
+    if not hosts:
+        return set(), set()
+    local = members_mod.local_addresses()
+    bootstrap = _resolve(ctx, [_split(a) for a in admin.bootstrap])
+    here = {h for h in hosts if members_mod.member_host_is_here(h, local, {ip for ip, _ in bootstrap})}
+    if not here:
+        return set(), set()
+    return here, _resolve(ctx, admin.broker_endpoints())
+
+
+def _split(address: str) -> tuple[str, int]:
+    host, port = address.rsplit(":", 1)
+    return host.strip("[]"), int(port)
+
+
+def _resolve(ctx: ProbeContext, endpoints) -> set[tuple[str, int]]:
+    """(ip, port) of every address the endpoints' names resolve to (bounded: the
+    C resolver has no timeout of its own)."""
+    out = set()
+    for host, port in endpoints:
+        try:
+            infos = bounded(lambda: socket.getaddrinfo(host, port, type=socket.SOCK_STREAM), ctx.io_timeout(1.0))
+        except (Hung, OSError):
+            continue
+        out.update((norm_ip(info[4][0]), port) for info in infos)
+    return out
 
 
 def _requests(admin: Admin) -> dict:

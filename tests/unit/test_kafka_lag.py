@@ -575,3 +575,96 @@ def test_membership_churn_with_commits_moving_is_not_a_storm():
                                  [{"0": 100, "1": 50}, {"0": 130, "1": 70}, {"0": 160, "1": 90}], described,
                                  members=[a]))
     assert "kafka-rebalance-storm" not in {r for c in report["root_causes"] for r in c["rules"]}
+
+
+# --- members whose client has gone from this host ---------------------------------------------
+
+from qdiag.probes import _kafka_members as members_mod  # noqa: E402
+
+BROKER = {("127.0.0.1", 9092)}
+
+
+def _proc(tmp_path) -> str:
+    (tmp_path / "net").mkdir()
+    for name in ("tcp", "tcp6"):
+        (tmp_path / "net" / name).write_text((FIXTURES / f"proc_net_{name}").read_text())
+    return str(tmp_path)
+
+
+def test_proc_net_tcp_rows_are_decoded_including_ipv6_and_time_wait_timers(tmp_path):
+    socks = members_mod.read_sockets(_proc(tmp_path))
+    assert len(socks) == 6 + 2  # the damaged line is skipped
+    listen = [s for s in socks if s.state == members_mod.LISTEN]
+    assert {s.local for s in listen} == {("127.0.0.1", 9092), ("::", 9092)}
+    mapped = next(s for s in socks if s.inode == 137573)
+    assert mapped.local == ("127.0.0.5", 43170) and mapped.remote == ("127.0.0.1", 9092)
+    waits = sorted(s.timer_left_s for s in socks if s.state == members_mod.TIME_WAIT)
+    assert waits == [25.6, 58.49]
+
+
+def test_presence_counts_connections_to_the_brokers_from_each_member_host(tmp_path):
+    socks = members_mod.read_sockets(_proc(tmp_path))
+    seen = members_mod.presence(["127.0.0.2", "/127.0.0.3", "127.0.0.4", "127.0.0.5", "127.0.0.9"], BROKER, socks,
+                                own={137999})
+    assert seen["127.0.0.2"] == {"established": 1, "closed_s_ago": None}
+    # gone: no connection, and its newest closed connection is 1.5 s old (TIME_WAIT lasts 60 s)
+    assert seen["127.0.0.3"] == {"established": 0, "closed_s_ago": 1.5}
+    assert seen["127.0.0.4"]["established"] == 0  # only qdiag's own socket
+    assert seen["127.0.0.5"]["established"] == 1  # an IPv4 client on an IPv6 socket
+    assert seen["127.0.0.9"] == {"established": 0, "closed_s_ago": None}
+    # connections to something that is not a broker do not count
+    assert members_mod.presence(["127.0.0.2"], {("127.0.0.1", 1)}, socks, set())["127.0.0.2"]["established"] == 0
+
+
+def test_a_loopback_member_host_is_ours_only_when_the_broker_is_here_too():
+    local = {"127.0.0.1", "10.1.2.3"}
+    assert members_mod.member_host_is_here("/127.0.0.1", local, ["127.0.0.1"])
+    assert members_mod.member_host_is_here("127.0.0.7", local, ["10.1.2.3"])
+    assert not members_mod.member_host_is_here("/127.0.0.1", local, ["10.9.9.9"])  # the broker host's loopback
+    assert members_mod.member_host_is_here("/10.1.2.3", local, ["10.9.9.9"])
+    assert not members_mod.member_host_is_here("/10.1.2.4", local, ["10.1.2.3"])
+
+
+def _gone_doc(looks: list[dict]) -> dict:
+    here, there = _svc_member("m-here", (0,), host="/127.0.0.3"), _svc_member("m-there", (1,), host="/10.0.0.6")
+    stable = {"state": "Stable", "members": [here, there]}
+    doc = _window_doc([{"0": 10, "1": 20}] * 3, [{"0": 100, "1": 50}, {"0": 130, "1": 70}, {"0": 160, "1": 90}],
+                      [stable] * 3, members=[here, there])
+    for sample, look in zip(doc["samples"], looks):
+        if look is not None:
+            sample["local_hosts"] = look
+    return doc
+
+
+def test_a_listed_member_with_no_connection_from_this_host_is_gone_and_its_partitions_stop():
+    away = {"127.0.0.3": {"established": 0, "closed_s_ago": 12.0}}
+    result = lag.analyse(_gone_doc([away, away, away]))
+    q = queue(result, "g", "t")
+    assert q["gone_members"] == 1 and q["gone_partitions"] == 1 and q["gone_hosts"] == ["127.0.0.3"]
+    assert q["gone_for_s"] == 12.0 and q["gone_at_least_s"] == 4.0
+    assert q["consumers"] == 1 and q["members"] == 2  # listed: 2; attached: the other one
+    rows = rows_by_partition(result)
+    assert rows[0]["owner_state"] == "gone" and rows[0]["status"] == "STOP"
+    assert rows[1]["owner_state"] == "owned" and rows[1]["status"] == "STALL"
+    [member] = [m for m in by_group(result)["g"]["members"] if m["gone"]]
+    assert member["member_id"] == "m-here" and member["gone_for_s"] == 12.0
+
+
+def test_one_connection_at_one_sample_or_a_single_look_is_not_gone():
+    away, back = {"127.0.0.3": {"established": 0}}, {"127.0.0.3": {"established": 2}}
+    assert queue(lag.analyse(_gone_doc([away, back, away])), "g", "t")["gone_members"] == 0
+    q = queue(lag.analyse(_gone_doc([None, None, away])), "g", "t")
+    assert q["gone_members"] == 0 and q["consumers"] == 2
+    # hosts that are not this host's were never looked at: unknown, not "none gone"
+    assert queue(lag.analyse(_gone_doc([None, None, None])), "g", "t")["gone_members"] is None
+
+
+def test_a_gone_member_is_reported_as_consumers_absent_first():
+    away = {"127.0.0.3": {"established": 0, "closed_s_ago": 12.0}}
+    top = _report(_gone_doc([away, away, away]))["root_causes"][0]
+    assert (top["id"], top["subject"]) == ("consumers-absent", "kafka:t/g")
+    assert top["rules"][0] == "kafka-members-gone" and "12 s" in top["evidence"][0]
+
+
+def rows_by_partition(result: dict) -> dict[int, dict]:
+    return {r["partition"]: r for r in by_group(result)["g"]["partitions"]}

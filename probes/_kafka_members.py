@@ -1,0 +1,169 @@
+"""Kafka group members as seen from this host: which local processes may be
+behind them (discovery), and whether a listed member's client is still here.
+
+The broker tells a member's client host (the address its connection came
+from), never its port or process.  What this host's kernel adds:
+
+- Who is connected to the brokers from that address: processes with an
+  established TCP connection from it to a broker's endpoint.  A process that
+  listens on a broker port is a broker (brokers talk to each other, and a
+  KRaft broker to itself), never a member; qdiag's own connections are not
+  members either.
+- Whether anyone is: a member's client keeps a connection to its group
+  coordinator while it is in the group (it heartbeats on it).  When the
+  member's host is an address of this host and no socket in this network
+  namespace connects from that address to any broker at any sample, the
+  member's client is gone: the broker keeps listing it until its
+  session.timeout.ms passes, then rebalances its partitions away.
+- When it went: a connection the client side closed first stays in TIME_WAIT
+  for 60 s (Linux's TCP_TIMEWAIT_LEN), and /proc/net/tcp shows how much of
+  that is left; the newest such socket from the member's address to a broker
+  says when the last connection from there closed.
+
+Parsers here are pure (text in, tuples out); the readers take the /proc root.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import socket
+from dataclasses import dataclass
+from typing import Iterable
+
+from qdiag.localsockets import norm_ip
+
+ESTABLISHED = "01"
+LISTEN = "0A"
+TIME_WAIT = "06"
+TIME_WAIT_S = 60.0  # TCP_TIMEWAIT_LEN: fixed in the kernel, not a sysctl
+
+
+@dataclass(frozen=True)
+class Sock:
+    local: tuple[str, int]
+    remote: tuple[str, int]
+    state: str
+    timer_left_s: float | None  # for TIME_WAIT: seconds left before the socket goes
+    inode: int
+
+
+def _address(text: str) -> tuple[str, int]:
+    """'0100007F:1F90' or a 32-hex-digit IPv6 address: the kernel prints each 32-bit word in host order."""
+    hexip, hexport = text.split(":")
+    raw = bytes.fromhex(hexip)
+    words = b"".join(raw[i:i + 4][::-1] for i in range(0, len(raw), 4))
+    family = socket.AF_INET if len(raw) == 4 else socket.AF_INET6
+    return norm_ip(socket.inet_ntop(family, words)), int(hexport, 16)
+
+
+def parse_proc_net_tcp(text: str, clock_ticks: int = 100) -> list[Sock]:
+    """Rows of /proc/net/tcp or tcp6 (the header line is skipped; a damaged line too)."""
+    out = []
+    for line in text.splitlines()[1:]:
+        fields = line.split()
+        if len(fields) < 10:
+            continue
+        try:
+            local, remote = _address(fields[1]), _address(fields[2])
+            timer, when = fields[5].split(":")
+            left = int(when, 16) / clock_ticks if fields[3] == TIME_WAIT and timer == "03" else None
+            out.append(Sock(local, remote, fields[3], left, int(fields[9])))
+        except (ValueError, OSError):
+            continue
+    return out
+
+
+def read_sockets(proc_root: str = "/proc") -> list[Sock] | None:
+    """Every TCP socket of this network namespace, or None when unreadable."""
+    ticks = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+    rows: list[Sock] = []
+    readable = False
+    for name in ("tcp", "tcp6"):
+        try:
+            with open(f"{proc_root}/net/{name}") as fh:
+                rows.extend(parse_proc_net_tcp(fh.read(), ticks))
+            readable = True
+        except OSError:
+            continue
+    return rows if readable else None
+
+
+def own_inodes(proc_root: str = "/proc", pid: int | None = None) -> set[int]:
+    """Socket inodes of one process (qdiag itself by default): its connections are not members'."""
+    pid = os.getpid() if pid is None else pid
+    out = set()
+    try:
+        for fd in os.listdir(f"{proc_root}/{pid}/fd"):
+            try:
+                target = os.readlink(f"{proc_root}/{pid}/fd/{fd}")
+            except OSError:
+                continue
+            if target.startswith("socket:["):
+                out.add(int(target[8:-1]))
+    except OSError:
+        pass
+    return out
+
+
+def local_addresses() -> set[str]:
+    """This host's interface addresses (loopback included)."""
+    import psutil
+
+    out = set()
+    try:
+        for addrs in psutil.net_if_addrs().values():
+            for a in addrs:
+                if a.family in (socket.AF_INET, socket.AF_INET6):
+                    out.add(norm_ip(a.address))
+    except OSError:
+        pass
+    return out
+
+
+def _loopback(ip: str) -> bool:
+    try:
+        return ipaddress.ip_address(ip).is_loopback
+    except ValueError:
+        return False
+
+
+def member_host_is_here(host: str, local: set[str], broker_ips: Iterable[str]) -> bool:
+    """Whether a member's client host (as the broker saw it) is an address of this host.
+    A loopback address is ours only when the broker is on this host too: otherwise
+    it is the broker host's own loopback."""
+    ip = norm_ip(host or "")
+    if _loopback(ip):
+        return any(_loopback(b) or norm_ip(b) in local for b in broker_ips)
+    return ip in local
+
+
+def presence(hosts: Iterable[str], brokers: set[tuple[str, int]], sockets: list[Sock],
+             own: set[int]) -> dict[str, dict]:
+    """For each host address: established connections from it to a broker (qdiag's
+    own left out), and, when there are none, how long ago the newest connection
+    from it to a broker closed (its TIME_WAIT socket), if one is left."""
+    wanted = {norm_ip(h) for h in hosts}
+    out = {h: {"established": 0, "closed_s_ago": None} for h in wanted}
+    for s in sockets:
+        ip = s.local[0]
+        if ip not in wanted or (norm_ip(s.remote[0]), s.remote[1]) not in brokers:
+            continue
+        if s.state == ESTABLISHED and s.inode not in own:
+            out[ip]["established"] += 1
+        elif s.state == TIME_WAIT and s.timer_left_s is not None:
+            ago = round(max(0.0, TIME_WAIT_S - s.timer_left_s), 1)
+            previous = out[ip]["closed_s_ago"]
+            out[ip]["closed_s_ago"] = ago if previous is None else min(previous, ago)
+    return out
+
+
+def broker_pids(ports: set[int]) -> set[int]:
+    """Local processes listening on a broker port: the brokers themselves."""
+    import psutil
+
+    try:
+        return {c.pid for c in psutil.net_connections(kind="tcp")
+                if c.status == psutil.CONN_LISTEN and c.pid and c.laddr and c.laddr.port in ports}
+    except (psutil.AccessDenied, OSError):
+        return set()
