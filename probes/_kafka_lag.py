@@ -41,6 +41,7 @@ import math
 from typing import Any, Iterable
 
 from . import _kafka_groups as groups_mod
+from . import _kafka_members as members_mod
 
 # Value states for committed / log-end / lag.
 OK = "ok"
@@ -361,34 +362,6 @@ def _member_summary(member: dict) -> dict:
     return {k: member.get(k) for k in ("member_id", "client_id", "host")}
 
 
-def _host(member: dict | None) -> str:
-    return str((member or {}).get("host") or "").lstrip("/")
-
-
-def gone_hosts(samples: list[dict]) -> dict[str, dict]:
-    """Member hosts of this machine with no connection to any broker at any sample
-    ("local_hosts" in the samples: what the probe read from this host's sockets,
-    only for member hosts that are addresses of this host).  Needs two samples:
-    one look is a moment, not an absence."""
-    looked = [s["local_hosts"] for s in samples if isinstance(s.get("local_hosts"), dict)]
-    if len(looked) < 2:
-        return {}
-    out = {}
-    for host in set.intersection(*(set(x) for x in looked)):
-        if all((x[host].get("established") or 0) == 0 for x in looked):
-            out[host] = {"closed_s_ago": looked[-1][host].get("closed_s_ago"), "samples": len(looked)}
-    return out
-
-
-def _still_listed(gid: str, group: dict, samples: list[dict]) -> set[str]:
-    """Member ids listed at the last sample that described the group (else before the window)."""
-    for sample in reversed(samples):
-        desc = (sample.get("groups") or {}).get(gid)
-        if isinstance(desc, dict) and not desc.get("error"):
-            return {m.get("member_id") for m in desc.get("members") or []}
-    return {m.get("member_id") for m in group.get("members") or []}
-
-
 def analyse(raw: dict, *, allowed_lag: int = 0, now_wall: float | None = None,
             retention_margin: float = DEFAULT_RETENTION_MARGIN,
             underparallel_ratio: float = DEFAULT_UNDERPARALLEL_RATIO) -> dict:
@@ -403,16 +376,18 @@ def analyse(raw: dict, *, allowed_lag: int = 0, now_wall: float | None = None,
     last_errors = (samples[-1].get("committed_errors") or {}) if samples else {}
     groups_out: list[dict] = []
     queues: list[dict] = []
-    gone = gone_hosts(samples)
+    gone = members_mod.gone_hosts(samples)
     checked = {h for s in samples for h in (s.get("local_hosts") or {})}
     span = round(samples[-1]["t"] - samples[0]["t"], 3) if len(samples) >= 2 else None
     for gid in sorted(raw.get("groups") or {}):
         group = raw["groups"][gid]
         if gone:
-            listed = _still_listed(gid, group, samples)
-            group = {**group, "members": [{**m, "gone": _host(m) in gone and m.get("member_id") in listed}
-                                          for m in group.get("members") or []]
-                     if group.get("members") is not None else None}
+            listed = members_mod.still_listed(gid, group, samples)
+            members = group.get("members")
+            if members is not None:
+                members = [{**m, "gone": members_mod.member_host(m) in gone and m.get("member_id") in listed}
+                           for m in members]
+            group = {**group, "members": members}
         owners, complete = _owners(group)
         keys: set[tuple[str, int]] = set(owners)
         for sample in samples:
@@ -439,7 +414,7 @@ def analyse(raw: dict, *, allowed_lag: int = 0, now_wall: float | None = None,
             "error": group.get("error") or last_errors.get(gid),
             "member_count": len(members) if members is not None else None,
             "members": [{**_member_summary(m), "group_instance_id": m.get("group_instance_id"),
-                         "assignment": m.get("assignment"), **_gone_facts(m, gone, span)}
+                         "assignment": m.get("assignment"), **members_mod.gone_facts(m, gone, span)}
                         for m in members] if members is not None else None,
             "status": status,
             "severity": SEVERITY.get(status, "unknown"),
@@ -452,7 +427,7 @@ def analyse(raw: dict, *, allowed_lag: int = 0, now_wall: float | None = None,
         for topic in sorted({t for t, _ in keys}):
             record = _queue_record(gid, group, topic, [r for r in rows if r["topic"] == topic],
                                    topics_meta, samples, underparallel_ratio, churn)
-            _add_gone(record, group, topic, gone, checked, span)
+            members_mod.add_gone(record, group, topic, gone, checked, span)
             queues.append(record)
 
     consumed = {(q["name"]) for q in queues}
@@ -694,39 +669,3 @@ def _unconsumed_topic_record(raw: dict, topic: str, samples: list[dict]) -> dict
         "topic_partitions": len(meta.get("partitions") or {}),
         "note": "no consumer group has committed offsets for or is assigned this topic",
     }
-
-
-def _gone_facts(member: dict, gone: dict, span: float | None) -> dict:
-    if "gone" not in member:
-        return {}
-    if not member["gone"]:
-        return {"gone": False}
-    return {"gone": True, **_gone_times(gone[_host(member)], span)}
-
-
-def _gone_times(host_facts: dict, span: float | None) -> dict:
-    """How long a member's client has been gone: since its last connection closed
-    (TIME_WAIT, up to 60 s back), or at least the window."""
-    ago = host_facts.get("closed_s_ago")
-    out = {"gone_at_least_s": span}
-    if ago is not None:
-        out["gone_for_s"] = round(ago, 1)
-    return out
-
-
-def _add_gone(record: dict, group: dict, topic: str, gone: dict, checked: set, span: float | None) -> None:
-    """Members of the group assigned this topic whose client has gone from this host
-    (None when none of their hosts is this host's: nothing was looked at)."""
-    assigned = [m for m in group.get("members") or [] if (m.get("assignment") or {}).get(topic)]
-    if not any(_host(m) in checked for m in assigned):
-        record["gone_members"] = None
-        return
-    away = [m for m in group.get("members") or [] if m.get("gone") and (m.get("assignment") or {}).get(topic)]
-    record["gone_members"] = len(away)
-    if away:
-        times = [_gone_times(gone[_host(m)], span) for m in away]
-        known = [t["gone_for_s"] for t in times if "gone_for_s" in t]
-        record["gone_for_s"] = max(known) if known else None
-        record["gone_at_least_s"] = span
-        record["gone_hosts"] = sorted({_host(m) for m in away})
-        record["gone_partitions"] = sum(len((m.get("assignment") or {}).get(topic) or []) for m in away)

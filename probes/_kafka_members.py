@@ -167,3 +167,69 @@ def broker_pids(ports: set[int]) -> set[int]:
                 if c.status == psutil.CONN_LISTEN and c.pid and c.laddr and c.laddr.port in ports}
     except (psutil.AccessDenied, OSError):
         return set()
+
+
+# --- pure: which listed members are gone (from the samples' "local_hosts") ---------------------
+
+def member_host(member: dict | None) -> str:
+    return str((member or {}).get("host") or "").lstrip("/")
+
+
+def gone_hosts(samples: list[dict]) -> dict[str, dict]:
+    """Member hosts of this machine with no connection to any broker at any sample
+    ("local_hosts" in the samples: what the probe read from this host's sockets,
+    only for member hosts that are addresses of this host).  Needs two samples:
+    one look is a moment, not an absence."""
+    looked = [s["local_hosts"] for s in samples if isinstance(s.get("local_hosts"), dict)]
+    if len(looked) < 2:
+        return {}
+    out = {}
+    for host in set.intersection(*(set(x) for x in looked)):
+        if all((x[host].get("established") or 0) == 0 for x in looked):
+            out[host] = {"closed_s_ago": looked[-1][host].get("closed_s_ago"), "samples": len(looked)}
+    return out
+
+
+def still_listed(gid: str, group: dict, samples: list[dict]) -> set[str]:
+    """Member ids listed at the last sample that described the group (else before the window)."""
+    for sample in reversed(samples):
+        desc = (sample.get("groups") or {}).get(gid)
+        if isinstance(desc, dict) and not desc.get("error"):
+            return {m.get("member_id") for m in desc.get("members") or []}
+    return {m.get("member_id") for m in group.get("members") or []}
+
+
+def gone_facts(member: dict, gone: dict, span: float | None) -> dict:
+    if "gone" not in member:
+        return {}
+    if not member["gone"]:
+        return {"gone": False}
+    return {"gone": True, **gone_times(gone[member_host(member)], span)}
+
+
+def gone_times(host_facts: dict, span: float | None) -> dict:
+    """How long a member's client has been gone: since its last connection closed
+    (TIME_WAIT, up to 60 s back), or at least the window."""
+    ago = host_facts.get("closed_s_ago")
+    out = {"gone_at_least_s": span}
+    if ago is not None:
+        out["gone_for_s"] = round(ago, 1)
+    return out
+
+
+def add_gone(record: dict, group: dict, topic: str, gone: dict, checked: set, span: float | None) -> None:
+    """Members of the group assigned this topic whose client has gone from this host
+    (None when none of their hosts is this host's: nothing was looked at)."""
+    assigned = [m for m in group.get("members") or [] if (m.get("assignment") or {}).get(topic)]
+    if not any(member_host(m) in checked for m in assigned):
+        record["gone_members"] = None
+        return
+    away = [m for m in group.get("members") or [] if m.get("gone") and (m.get("assignment") or {}).get(topic)]
+    record["gone_members"] = len(away)
+    if away:
+        times = [gone_times(gone[member_host(m)], span) for m in away]
+        known = [t["gone_for_s"] for t in times if "gone_for_s" in t]
+        record["gone_for_s"] = max(known) if known else None
+        record["gone_at_least_s"] = span
+        record["gone_hosts"] = sorted({member_host(m) for m in away})
+        record["gone_partitions"] = sum(len((m.get("assignment") or {}).get(topic) or []) for m in away)
