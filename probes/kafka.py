@@ -24,6 +24,7 @@ from qdiag.context import ProbeContext
 from qdiag.localsockets import norm_ip
 from qdiag.probe import ProbeError, Option, register
 
+from . import _kafka_compact as compact_mod
 from . import _kafka_facts
 from . import _kafka_groups as groups_mod
 from . import _kafka_lag as lag
@@ -49,6 +50,7 @@ DEFAULTS: dict[str, Any] = {
     "sasl_username": None,
     "sasl_password": None,
     "keep_raw": False,           # include the raw sampled offsets (for recording fixtures)
+    "partition_rows": 1000,      # partition rows kept in full; beyond it only the ones showing a problem
 }
 _PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 _TIMESTAMP_BUDGET_S = 3.0
@@ -79,6 +81,9 @@ OPTIONS = (
     Option("sasl_username", "str", None, "SASL user"),
     Option("sasl_password", "str", None, "SASL password", secret=True),
     Option("keep_raw", "bool", False, "include the raw sampled offsets (for recording fixtures)"),
+    Option("partition_rows", "int", DEFAULTS["partition_rows"],
+           "partition rows kept in full in the snapshot; beyond it, rows showing a problem are kept (worst first) "
+           "and the rest counted per group and topic", low=0, high=1_000_000),
 )
 
 
@@ -391,7 +396,10 @@ def _collect(ctx: ProbeContext, opts: dict, admin: Admin) -> dict:
     result = lag.analyse(raw, allowed_lag=opts["allowed_lag"], now_wall=last["wall"],
                          retention_margin=float(opts["retention_margin"]),
                          underparallel_ratio=float(opts["underparallel_ratio"]))
+    compacted = compact_mod.compact(result, opts["partition_rows"], opts["allowed_lag"], _kafka_facts.partition_facts)
     obs.update(result)
+    if compacted:
+        obs["partition_rows"] = compacted
     obs.pop("samples_taken", None)  # progress for a timed-out run; "window" says it now
     obs["window"] = {"samples": len(raw_samples),
                      "span_s": round(raw_samples[-1]["t"] - raw_samples[0]["t"], 3)}

@@ -668,3 +668,56 @@ def test_a_gone_member_is_reported_as_consumers_absent_first():
 
 def rows_by_partition(result: dict) -> dict[int, dict]:
     return {r["partition"]: r for r in by_group(result)["g"]["partitions"]}
+
+
+# --- big groups: the snapshot keeps the rows that matter -----------------------------------------
+
+from qdiag.probes import _kafka_compact as compact_mod  # noqa: E402
+from qdiag.probes import _kafka_facts as facts_mod  # noqa: E402
+
+
+def _big_doc(partitions: int) -> dict:
+    """Two groups on one topic of `partitions` partitions: every partition caught up and
+    moving, except partition 7 of group "a" (stalled, lag 500) and 11 of group "b" (no commit)."""
+    parts = {str(p): {"leader": 1} for p in range(partitions)}
+    samples = []
+    for i in range(3):
+        ends = {str(p): 1000 + 10 * i for p in range(partitions)}
+        committed_a = {str(p): 995 + 12 * i for p in range(partitions)}  # lag 5, 3, 1: catching up
+        committed_a["7"] = 500
+        committed_b = {str(p): 998 + 11 * i for p in range(partitions) if p != 11}  # lag 2, 1, 0
+        samples.append({"t": 2.0 * i, "wall": 1000.0 + 2.0 * i, "committed": {"a": {"t": committed_a},
+                                                                           "b": {"t": committed_b}},
+                        "committed_errors": {}, "log_end": {"t": ends}, "log_end_errors": {}})
+    member = {"member_id": "m", "client_id": "c", "host": "/10.0.0.5", "assignment": {"t": list(range(partitions))}}
+    return {"groups": {g: {"state": "Stable", "describable": True, "members": [dict(member)]} for g in ("a", "b")},
+            "topics": {"t": {"error": None, "partitions": parts}}, "samples": samples,
+            "log_start": {"t": {str(p): 0 for p in range(partitions)}}}
+
+
+def test_a_big_snapshot_keeps_the_rows_that_show_a_problem_and_counts_the_rest():
+    full = lag.analyse(_big_doc(5000))
+    small = copy.deepcopy(full)
+    done = compact_mod.compact(small, 1000, 0, facts_mod.partition_facts)
+    assert done["total"] == 10000 and done["kept"] == 2 and done["summarised"] == 9998
+    kept = {(g["group"], r["partition"]): r["status"] for g in small["groups"] for r in g["partitions"]}
+    assert kept == {("a", 7): "STALL", ("b", 11): "NO_COMMIT"}
+    for g in small["groups"]:
+        summary = g["partitions_summarised"]["t"]
+        assert summary["rows"] == 4999 and summary["status_counts"] == {"OK": 4999}
+    assert small["groups"][0]["partitions_summarised"]["t"]["lag_total"] == 4999 * 1
+    # what the rules see is the same as with every row
+    for before, after in zip(full["queues"], small["queues"]):
+        assert facts_mod.CONTRIBUTION.queue_facts({"groups": full["groups"]})(before) == \
+            facts_mod.CONTRIBUTION.queue_facts({"groups": small["groups"]})(after)
+    assert len(json.dumps(small)) < len(json.dumps(full)) / 20
+
+
+def test_small_snapshots_keep_every_row_and_the_budget_caps_problem_rows_worst_first():
+    result = lag.analyse(_big_doc(40))
+    assert compact_mod.compact(result, 1000, 0, facts_mod.partition_facts) is None
+    assert sum(len(g["partitions"]) for g in result["groups"]) == 80
+    done = compact_mod.compact(result, 1, 0, facts_mod.partition_facts)
+    assert done["kept"] == 1
+    [(group, row)] = [(g["group"], r) for g in result["groups"] for r in g["partitions"]]
+    assert (group, row["status"]) == ("a", "STALL")  # STALL outranks NO_COMMIT
