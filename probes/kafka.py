@@ -35,7 +35,7 @@ from ._kafka_calls import Hung, bounded, first_line
 DEFAULTS: dict[str, Any] = {
     "allowed_lag": 0,            # Burrow's floor: lag at or below it is never a problem
     "read_committed": False,     # end offset = last stable offset (transactional topics)
-    "samples": 3,                # offset samples over the window (at least 3)
+    "samples": 3,                # offset samples over the window (3 to 20, at least 0.5 s apart)
     "timestamp_reads": 10,       # partitions (worst lag first) whose oldest unconsumed record is read; 0 = none
     "request_timeout": 5.0,      # seconds for one broker request
     "retention_margin": lag.DEFAULT_RETENTION_MARGIN,
@@ -54,6 +54,10 @@ DEFAULTS: dict[str, Any] = {
 }
 _PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 _TIMESTAMP_BUDGET_S = 3.0
+# Shortest time between the start of one offset sample and the next: each sample is
+# three or four requests to the coordinators and partition leaders, and a
+# short window with many samples must not turn into back-to-back requests.
+MIN_SAMPLE_INTERVAL_S = 0.5
 
 # --- options ---------------------------------------------------------------------------
 
@@ -61,7 +65,9 @@ OPTIONS = (
     Option("allowed_lag", "int", DEFAULTS["allowed_lag"], "Burrow's floor: lag at or below it is never a problem",
            low=0),
     Option("read_committed", "bool", DEFAULTS["read_committed"], "end offset = last stable offset (transactions)"),
-    Option("samples", "int", DEFAULTS["samples"], "offset samples over the window", low=3, high=20),
+    Option("samples", "int", DEFAULTS["samples"],
+           f"offset samples over the window (fewer when the window cannot keep them {MIN_SAMPLE_INTERVAL_S:g} s apart)",
+           low=3, high=20),
     Option("timestamp_reads", "int", DEFAULTS["timestamp_reads"],
            "partitions whose oldest unconsumed record is read for seconds behind; 0 = none", low=0, high=1000),
     Option("request_timeout", "float", DEFAULTS["request_timeout"], "seconds for one broker request",
@@ -320,7 +326,16 @@ def _collect(ctx: ProbeContext, opts: dict, admin: Admin) -> dict:
     tracked = [g for g, d in groups.items() if d.get("members") is not None]
     here, brokers = _member_hosts_here(ctx, admin, groups)
 
+    count = sample_count(opts["samples"], ctx.window_s)
+    started: list[float] = []
+
     def take() -> dict:
+        if started:
+            # A slow sample must not be followed by the next one at once.
+            gap = started[-1] + MIN_SAMPLE_INTERVAL_S - ctx.clock()
+            if 0 < gap < ctx.remaining() - RESERVE_S:
+                ctx.sleeper(gap)
+        started.append(ctx.clock())
         described, described_error = {}, None
         if tracked:
             try:
@@ -353,7 +368,7 @@ def _collect(ctx: ProbeContext, opts: dict, admin: Admin) -> dict:
         return sample
 
     raw_samples = []
-    for t, sample in ctx.sample(take, count=opts["samples"]):
+    for t, sample in ctx.sample(take, count=count):
         sample["t"] = round(t, 3)
         raw_samples.append(sample)
         obs["samples_taken"] = len(raw_samples)
@@ -403,6 +418,9 @@ def _collect(ctx: ProbeContext, opts: dict, admin: Admin) -> dict:
     obs.pop("samples_taken", None)  # progress for a timed-out run; "window" says it now
     obs["window"] = {"samples": len(raw_samples),
                      "span_s": round(raw_samples[-1]["t"] - raw_samples[0]["t"], 3)}
+    if count < opts["samples"]:
+        obs["window"]["note"] = (f"{opts['samples']} samples asked for; {count} fit in the {ctx.window_s:g} s window "
+                                 f"at least {MIN_SAMPLE_INTERVAL_S:g} s apart")
     obs["timestamp_reads"] = stamp_info
     if start_errors:
         obs["log_start_errors"] = start_errors
@@ -410,6 +428,12 @@ def _collect(ctx: ProbeContext, opts: dict, admin: Admin) -> dict:
     if opts["keep_raw"]:
         obs["raw"] = raw
     return obs
+
+
+def sample_count(asked: int, window_s: float) -> int:
+    """Samples over the window: as many as asked, as long as they stay
+    MIN_SAMPLE_INTERVAL_S apart, and never fewer than two (a rate needs two)."""
+    return max(2, min(asked, 1 + int(window_s / MIN_SAMPLE_INTERVAL_S + 1e-9)))
 
 
 def _member_hosts_here(ctx: ProbeContext, admin: Admin, groups: dict[str, dict]) -> tuple[set[str], set]:

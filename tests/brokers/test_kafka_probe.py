@@ -333,6 +333,18 @@ def test_discovery_finds_the_local_consumer_process(rig, kafka_bootstrap):
         child.wait(30)
 
 
+def test_many_samples_in_a_short_window_stay_apart(rig, kafka_bootstrap):
+    topic = rig.topic(1, "gap")
+    rig.produce(topic, {0: 5})
+    group = rig.group("gap")
+    rig.commit(group, {(topic, 0): 2})
+    obs = ok(kafka_bootstrap, groups=[group], window=1.0, options={"samples": 20, "keep_raw": True})
+    times = [s["t"] for s in obs["raw"]["samples"]]
+    assert obs["window"]["samples"] == len(times) == 3 and "20 samples asked" in obs["window"]["note"]
+    assert all(b - a >= 0.45 for a, b in zip(times, times[1:])), times
+    assert obs["requests"]["by_api"]["OffsetFetch"] == 3
+
+
 # --- groups that never commit, membership over the window, members gone ------------------------------------
 
 WORKLOADS = TESTS / "scenarios" / "workloads"

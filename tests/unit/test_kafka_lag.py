@@ -721,3 +721,11 @@ def test_small_snapshots_keep_every_row_and_the_budget_caps_problem_rows_worst_f
     assert done["kept"] == 1
     [(group, row)] = [(g["group"], r) for g in result["groups"] for r in g["partitions"]]
     assert (group, row["status"]) == ("a", "STALL")  # STALL outranks NO_COMMIT
+
+
+def test_samples_stay_half_a_second_apart_and_never_fewer_than_two():
+    assert probe.sample_count(20, 1.0) == 3
+    assert probe.sample_count(20, 5.0) == 11
+    assert probe.sample_count(3, 5.0) == 3
+    assert probe.sample_count(20, 0.1) == 2
+    assert probe.sample_count(20, 9.5) == 20
