@@ -10,6 +10,7 @@ from collections import Counter
 from typing import Any, Callable
 
 from qdiag.context import ProbeContext
+from qdiag.localsockets import norm_ip
 from qdiag.probe import ProbeError
 
 from . import _kafka_lag as lag
@@ -73,13 +74,19 @@ def no_auto_create(client: Any) -> bool:
     with auto-creation on (a topic deleted meanwhile would be re-created on a
     broker with auto.create.topics.enable).  The setting is set where it is
     read; True when it is known to be off."""
-    manager = getattr(client, "_manager", None) or getattr(client, "_client", None)
-    cluster = getattr(manager, "cluster", None)
-    config = getattr(cluster, "config", None)
-    if isinstance(config, dict) and "allow_auto_create_topics" in config:
+    config = cluster_config(client)
+    if config is not None and "allow_auto_create_topics" in config:
         config["allow_auto_create_topics"] = False
         return True
     return False
+
+
+def cluster_config(client: Any) -> dict | None:
+    """The settings of a client's cluster metadata (kafka-python 3.0 builds it with
+    its own defaults, not the client's), or None where that is not reachable."""
+    manager = getattr(client, "_manager", None) or getattr(client, "_client", None)
+    config = getattr(getattr(manager, "cluster", None), "config", None)
+    return config if isinstance(config, dict) else None
 
 
 class Admin:
@@ -150,6 +157,24 @@ class Admin:
                 bounded(admin.close, 2.0)
             except Exception:  # closing is best effort; the IO thread is a daemon
                 pass
+
+    def local_endpoints(self) -> set[tuple[str, int]] | None:
+        """(ip, port) this client's open connections leave from, so that its own
+        sockets are not taken for a member's; None where kafka-python's internals
+        differ (best effort: connections are read from its connection manager)."""
+        conns = getattr(getattr(self.admin, "_manager", None), "_conns", None)
+        if not isinstance(conns, dict):
+            return None
+        out = set()
+        try:
+            for conn in list(conns.values()):
+                transport = getattr(conn, "transport", None)
+                if transport is not None:
+                    ip, port = transport.getHost()[:2]
+                    out.add((norm_ip(ip), int(port)))
+        except (AttributeError, OSError, TypeError, ValueError):
+            return None
+        return out
 
     # --- groups ---
     def list_groups(self) -> dict[str, dict]:

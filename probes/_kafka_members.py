@@ -139,17 +139,18 @@ def member_host_is_here(host: str, local: set[str], broker_ips: Iterable[str]) -
 
 
 def presence(hosts: Iterable[str], brokers: set[tuple[str, int]], sockets: list[Sock],
-             own: set[int]) -> dict[str, dict]:
+             own: set[int] | set[tuple[str, int]]) -> dict[str, dict]:
     """For each host address: established connections from it to a broker (qdiag's
-    own left out), and, when there are none, how long ago the newest connection
-    from it to a broker closed (its TIME_WAIT socket), if one is left."""
+    own left out: `own` holds their socket inodes or their local (ip, port)), and,
+    when there are none, how long ago the newest connection from it to a broker
+    closed (its TIME_WAIT socket), if one is left."""
     wanted = {norm_ip(h) for h in hosts}
     out = {h: {"established": 0, "closed_s_ago": None} for h in wanted}
     for s in sockets:
         ip = s.local[0]
         if ip not in wanted or (norm_ip(s.remote[0]), s.remote[1]) not in brokers:
             continue
-        if s.state == ESTABLISHED and s.inode not in own:
+        if s.state == ESTABLISHED and s.inode not in own and s.local not in own:
             out[ip]["established"] += 1
         elif s.state == TIME_WAIT and s.timer_left_s is not None:
             ago = round(max(0.0, TIME_WAIT_S - s.timer_left_s), 1)
@@ -158,15 +159,27 @@ def presence(hosts: Iterable[str], brokers: set[tuple[str, int]], sockets: list[
     return out
 
 
-def broker_pids(ports: set[int]) -> set[int]:
-    """Local processes listening on a broker port: the brokers themselves."""
+def process_sockets() -> list:
+    """Every TCP socket of this host with its owning pid (one scan of /proc; pids
+    other than qdiag's own need root)."""
     import psutil
 
     try:
-        return {c.pid for c in psutil.net_connections(kind="tcp")
-                if c.status == psutil.CONN_LISTEN and c.pid and c.laddr and c.laddr.port in ports}
+        return psutil.net_connections(kind="tcp")
     except (psutil.AccessDenied, OSError):
-        return set()
+        return []
+
+
+def broker_pids(conns: list, ports: set[int]) -> set[int]:
+    """Local processes listening on a broker port: the brokers themselves."""
+    return {c.pid for c in conns if c.status == "LISTEN" and c.pid and c.laddr and c.laddr.port in ports}
+
+
+def pids_connected_from(conns: list, host: str, brokers: set[tuple[str, int]]) -> set[int]:
+    """Local processes with an established connection from `host` to a broker endpoint."""
+    host = norm_ip(host)
+    return {c.pid for c in conns if c.status == "ESTABLISHED" and c.pid and c.raddr and c.laddr
+            and norm_ip(c.laddr.ip) == host and (norm_ip(c.raddr.ip), c.raddr.port) in brokers}
 
 
 # --- pure: which listed members are gone (from the samples' "local_hosts") ---------------------

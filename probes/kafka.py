@@ -29,7 +29,7 @@ from . import _kafka_facts
 from . import _kafka_groups as groups_mod
 from . import _kafka_lag as lag
 from . import _kafka_members as members_mod
-from ._kafka_admin import RESERVE_S, Admin, client_config, count_requests, no_auto_create
+from ._kafka_admin import RESERVE_S, Admin, client_config, cluster_config, count_requests, no_auto_create
 from ._kafka_calls import Hung, bounded, first_line
 
 DEFAULTS: dict[str, Any] = {
@@ -58,6 +58,10 @@ _TIMESTAMP_BUDGET_S = 3.0
 # three or four requests to the coordinators and partition leaders, and a
 # short window with many samples must not turn into back-to-back requests.
 MIN_SAMPLE_INTERVAL_S = 0.5
+# Record reads for seconds behind: each partition's fetch is held to its first record
+# batch (max_partition_fetch_bytes = 1), and one Fetch may carry the first batches of
+# many partitions up to this size, so ten partitions take one round trip, not ten.
+_FETCH_MAX_BYTES = 1 << 20
 
 # --- options ---------------------------------------------------------------------------
 
@@ -140,11 +144,13 @@ def _read_timestamps(ctx: ProbeContext, opts: dict, admin: Admin,
         return {}, info
     io = max(0.2, min(admin.timeout, budget))
     config = client_config(kafka.KafkaConsumer.DEFAULT_CONFIG, opts, admin.bootstrap, io, budget + 1.0)
+    # retry_backoff_ms: the fetcher and the metadata refresh would each wait out 100 ms
+    # before this one-off reader's first fetch; a few extra requests cost less.
     config.update({
         "group_id": None, "enable_auto_commit": False, "allow_auto_create_topics": False,
-        "auto_offset_reset": "none", "max_poll_records": 1, "fetch_max_bytes": 1,
+        "auto_offset_reset": "none", "max_poll_records": 1, "fetch_max_bytes": _FETCH_MAX_BYTES,
         "max_partition_fetch_bytes": 1, "fetch_max_wait_ms": 100, "fetch_min_bytes": 1,
-        "enable_incremental_fetch_sessions": False, "metrics_enabled": False,
+        "enable_incremental_fetch_sessions": False, "metrics_enabled": False, "retry_backoff_ms": 10,
         "isolation_level": "read_committed" if opts["read_committed"] else "read_uncommitted",
     })
     config = {k: v for k, v in config.items() if k in kafka.KafkaConsumer.DEFAULT_CONFIG}
@@ -153,6 +159,9 @@ def _read_timestamps(ctx: ProbeContext, opts: dict, admin: Admin,
 
     def read() -> None:
         consumer = kafka.KafkaConsumer(**config)
+        metadata = cluster_config(consumer)
+        if metadata is not None and "retry_backoff_ms" in metadata:  # not handed down by kafka-python 3.0
+            metadata["retry_backoff_ms"] = config.get("retry_backoff_ms", 100)
         if not no_auto_create(consumer):
             consumer.close()
             info["skipped"] = "cannot make sure this kafka-python's consumer never auto-creates topics"
@@ -178,7 +187,7 @@ def _read_timestamps(ctx: ProbeContext, opts: dict, admin: Admin,
                 consumer.seek(tp, offset)
             while current and time.monotonic() < stop_at:
                 wait_ms = int(max(50, min(300, (stop_at - time.monotonic()) * 1000)))
-                for tp, records in consumer.poll(timeout_ms=wait_ms, max_records=1).items():
+                for tp, records in consumer.poll(timeout_ms=wait_ms, max_records=len(current)).items():
                     if tp in current and records and records[0].offset >= current[tp][0]:
                         rec = records[0]
                         done(tp, {"read_at": current[tp][0], "offset": rec.offset, "timestamp_ms": rec.timestamp,
@@ -215,8 +224,6 @@ def discover(ctx: ProbeContext) -> list[dict]:
     only the ones the user named)."""
     if ctx.targets.kafka is None:
         return []
-    from qdiag.localsockets import pids_connected_to
-
     opts = _options(ctx)
     admin = Admin(ctx, opts)
     try:
@@ -227,21 +234,16 @@ def discover(ctx: ProbeContext) -> list[dict]:
         brokers = _resolve(ctx, admin.broker_endpoints())
     finally:
         admin.close()
-    by_port: dict[int, set[str]] = {}
-    for ip, port in brokers:
-        by_port.setdefault(port, set()).add(ip)
     members_by_host: dict[str, list[tuple[str, dict]]] = {}
     for gid, d in described.items():
         for member in d.get("members") or []:
             if member.get("host"):
                 members_by_host.setdefault(member["host"].lstrip("/"), []).append((gid, member))
-    not_members = {os.getpid()} | members_mod.broker_pids(set(by_port))
+    conns = members_mod.process_sockets() if members_by_host else []
+    not_members = {os.getpid()} | members_mod.broker_pids(conns, {port for _, port in brokers})
     found: dict[int, dict] = {}
     for host, members in members_by_host.items():
-        pids: set[int] = set()
-        for port, ips in by_port.items():
-            pids |= pids_connected_to(ips, port, client_ip=host)
-        pids -= not_members
+        pids = members_mod.pids_connected_from(conns, host, brokers) - not_members
         if not pids:
             continue
         clients = sorted({m.get("client_id") or "?" for _, m in members})
@@ -328,6 +330,8 @@ def _collect(ctx: ProbeContext, opts: dict, admin: Admin) -> dict:
 
     count = sample_count(opts["samples"], ctx.window_s)
     started: list[float] = []
+    log_start: dict[str, dict] = {}
+    start_errors: dict[str, str] = {}
 
     def take() -> dict:
         if started:
@@ -336,6 +340,7 @@ def _collect(ctx: ProbeContext, opts: dict, admin: Admin) -> dict:
             if 0 < gap < ctx.remaining() - RESERVE_S:
                 ctx.sleeper(gap)
         started.append(ctx.clock())
+        at = round(started[-1] - ctx.window_start, 3)  # when it was read, after any wait for the gap
         described, described_error = {}, None
         if tracked:
             try:
@@ -356,20 +361,26 @@ def _collect(ctx: ProbeContext, opts: dict, admin: Admin) -> dict:
                    for p, info in (topics_meta.get(t) or {}).get("partitions", {}).items()
                    if not topics_meta[t].get("error") and info["leader"] >= 0]
         log_end, end_errors = admin.partition_offsets(leaders, earliest=False)
-        sample = {"wall": ctx.wall_clock(), "groups": described, "committed": committed, "committed_errors": errors,
+        if len(started) == 1 and ctx.remaining() > RESERVE_S + 0.5:
+            # Log starts move only when retention deletes a segment: read them in the
+            # window's idle time after the first sample, not after the window.
+            _read_log_start(admin, leaders, log_start, start_errors)
+        sample = {"t": at, "wall": ctx.wall_clock(), "groups": described, "committed": committed, "committed_errors": errors,
                   "log_end": log_end, "log_end_errors": end_errors}
         if here:
             sockets = members_mod.read_sockets(ctx.paths.proc)
             if sockets is not None:
-                sample["local_hosts"] = members_mod.presence(here, brokers, sockets,
-                                                             members_mod.own_inodes(ctx.paths.proc))
+                # qdiag's own connections are not a member's: its client's own local
+                # addresses where they can be read, else every socket of this process.
+                own = admin.local_endpoints()
+                sample["local_hosts"] = members_mod.presence(
+                    here, brokers, sockets, own if own is not None else members_mod.own_inodes(ctx.paths.proc))
         if described_error:
             sample["groups_error"] = described_error
         return sample
 
     raw_samples = []
-    for t, sample in ctx.sample(take, count=count):
-        sample["t"] = round(t, 3)
+    for _, sample in ctx.sample(take, count=count):
         raw_samples.append(sample)
         obs["samples_taken"] = len(raw_samples)
     if not raw_samples:
@@ -388,16 +399,16 @@ def _collect(ctx: ProbeContext, opts: dict, admin: Admin) -> dict:
                     member["assignment"] = {t: p for t, p in member["assignment"].items() if keep(t)}
 
     last = raw_samples[-1]
-    partitions = sorted({(t, int(p)) for t, parts in last["log_end"].items() for p in parts})
-    log_start, start_errors = ({}, {})
-    if ctx.remaining() > RESERVE_S + 0.5:
-        try:
-            log_start, start_errors = admin.partition_offsets(partitions, earliest=True)
-        except ProbeError as exc:
-            start_errors = {"*": str(exc)}
+    unread = sorted({(t, int(p)) for t, parts in last["log_end"].items() for p in parts
+                     if p not in (log_start.get(t) or {}) and t not in start_errors})
+    if unread and ctx.remaining() > RESERVE_S + 0.5:  # partitions that appeared during the window
+        _read_log_start(admin, unread, log_start, start_errors)
 
     wanted = _worst_partitions(raw_samples, log_start, opts["timestamp_reads"], opts["read_committed"])
     stamps, stamp_info = _read_timestamps(ctx, opts, admin, wanted)
+    obs["requests"] = _requests(admin)
+    # Nothing more to ask: the client's network thread would only compete with the analysis.
+    admin.close()
 
     raw = {
         "groups": {g: _raw_group(d) for g, d in groups.items()},
@@ -424,10 +435,20 @@ def _collect(ctx: ProbeContext, opts: dict, admin: Admin) -> dict:
     obs["timestamp_reads"] = stamp_info
     if start_errors:
         obs["log_start_errors"] = start_errors
-    obs["requests"] = _requests(admin)
     if opts["keep_raw"]:
         obs["raw"] = raw
     return obs
+
+
+def _read_log_start(admin: Admin, partitions: list[tuple[str, int]], into: dict, errors: dict) -> None:
+    try:
+        found, failed = admin.partition_offsets(partitions, earliest=True)
+    except ProbeError as exc:
+        errors["*"] = str(exc)
+        return
+    for topic, parts in found.items():
+        into.setdefault(topic, {}).update(parts)
+    errors.update(failed)
 
 
 def sample_count(asked: int, window_s: float) -> int:

@@ -729,3 +729,11 @@ def test_samples_stay_half_a_second_apart_and_never_fewer_than_two():
     assert probe.sample_count(3, 5.0) == 3
     assert probe.sample_count(20, 0.1) == 2
     assert probe.sample_count(20, 9.5) == 20
+
+
+def test_qdiag_own_connections_are_left_out_by_their_local_address(tmp_path):
+    socks = members_mod.read_sockets(_proc(tmp_path))
+    seen = members_mod.presence(["127.0.0.2"], BROKER, socks, own={("127.0.0.2", 0xE3F7)})
+    assert seen["127.0.0.2"]["established"] == 0
+    seen = members_mod.presence(["127.0.0.2"], BROKER, socks, own={("127.0.0.2", 1)})
+    assert seen["127.0.0.2"]["established"] == 1
