@@ -279,13 +279,14 @@ def _pkeys(mapping: dict | None) -> dict[int, Any]:
     return {int(p): v for p, v in (mapping or {}).items()}
 
 
-def _pget(mapping: dict | None, partition: int) -> Any:
-    """One partition's value from a {partition: value} map whose keys may be
-    ints or (after a JSON round trip) strings; O(1), unlike rebuilding it."""
+def _pget(mapping: dict | None, partition: int, key: str | None = None) -> Any:
+    """One partition's value from a {partition: value} map whose keys are strings
+    (the probe's, and any JSON round trip's) or ints; O(1), unlike rebuilding it.
+    `key` is str(partition) when the caller has it already."""
     if not mapping:
         return None
-    value = mapping.get(partition)
-    return mapping.get(str(partition)) if value is None else value
+    value = mapping.get(key if key is not None else str(partition))
+    return mapping.get(partition) if value is None else value
 
 
 def _owners(group: dict) -> tuple[dict[tuple[str, int], dict], bool]:
@@ -313,11 +314,11 @@ def _owner_state(group: dict, owned: bool, complete: bool) -> str:
     return "unowned"
 
 
-def _log_end_of(raw: dict, sample: dict, topic: str, p: int) -> tuple[int | None, str]:
+def _log_end_of(raw: dict, sample: dict, topic: str, p: int, key: str | None = None) -> tuple[int | None, str]:
     meta = (raw.get("topics") or {}).get(topic)
     if meta is None or meta.get("error"):
         return None, UNKNOWN_TOPIC if (meta is None or meta.get("error") == UNKNOWN_TOPIC) else UNAVAILABLE
-    part = _pget(meta.get("partitions"), p)
+    part = _pget(meta.get("partitions"), p, key)
     if part is None:
         return None, UNKNOWN_PARTITION
     leader = part.get("leader")
@@ -325,7 +326,7 @@ def _log_end_of(raw: dict, sample: dict, topic: str, p: int) -> tuple[int | None
         return None, NO_LEADER
     if topic in (sample.get("log_end_errors") or {}):
         return None, UNAVAILABLE
-    value = _pget((sample.get("log_end") or {}).get(topic), p)
+    value = _pget((sample.get("log_end") or {}).get(topic), p, key)
     if value is None or value < 0:
         return None, UNAVAILABLE
     return value, OK
@@ -394,9 +395,11 @@ def analyse(raw: dict, *, allowed_lag: int = 0, now_wall: float | None = None,
             for topic, parts in ((sample.get("committed") or {}).get(gid) or {}).items():
                 keys.update((topic, int(p)) for p in parts)
         rows = []
+        offsets: dict = {}
         for topic, p in sorted(keys):
             rows.append(_partition_row(raw, gid, group, topic, p, owners, complete, samples,
-                                       log_start, stamps, read_wall, now_wall, allowed_lag, retention_margin))
+                                       log_start, stamps, read_wall, now_wall, allowed_lag, retention_margin,
+                                       offsets))
         churn = groups_mod.membership(gid, samples)
         statuses = [r["status"] for r in rows]
         status = group_status(statuses, group.get("state"))
@@ -424,9 +427,12 @@ def analyse(raw: dict, *, allowed_lag: int = 0, now_wall: float | None = None,
             "topics": sorted({t for t, _ in keys}),
             "partitions": rows,
         })
-        for topic in sorted({t for t, _ in keys}):
-            record = _queue_record(gid, group, topic, [r for r in rows if r["topic"] == topic],
-                                   topics_meta, samples, underparallel_ratio, churn)
+        by_topic: dict[str, list[dict]] = {}
+        for r in rows:
+            by_topic.setdefault(r["topic"], []).append(r)
+        for topic in sorted(by_topic):
+            record = _queue_record(gid, group, topic, by_topic[topic], topics_meta, samples, underparallel_ratio,
+                                   churn, offsets)
             members_mod.add_gone(record, group, topic, gone, checked, span)
             queues.append(record)
 
@@ -441,22 +447,25 @@ def analyse(raw: dict, *, allowed_lag: int = 0, now_wall: float | None = None,
 
 
 def _partition_row(raw, gid, group, topic, p, owners, complete, samples, log_start, stamps, read_wall,
-                   now_wall, allowed_lag, retention_margin) -> dict:
+                   now_wall, allowed_lag, retention_margin, series_out=None) -> dict:
     series: list[tuple[int | None, int | None]] = []
     history: list[tuple[float, int | None]] = []
     commit_points: list[tuple[float, int | None]] = []
     end_points: list[tuple[float, int | None]] = []
     last = None
+    key = str(p)
     for sample in samples:
-        raw_commit = _pget(((sample.get("committed") or {}).get(gid) or {}).get(topic), p)
+        raw_commit = _pget(((sample.get("committed") or {}).get(gid) or {}).get(topic), p, key)
         committed, committed_state = committed_value(raw_commit)
-        log_end, log_end_state = _log_end_of(raw, sample, topic, p)
+        log_end, log_end_state = _log_end_of(raw, sample, topic, p, key)
         series.append((committed, log_end))
         history.append((sample["wall"], log_end))
         commit_points.append((sample["t"], committed))
         end_points.append((sample["t"], log_end))
         last = (committed, committed_state, log_end, log_end_state)
     committed, committed_state, log_end, log_end_state = last or (None, NONE, None, UNAVAILABLE)
+    if series_out is not None:
+        series_out[(topic, p)] = series
     lag, lag_state = partition_lag(committed, committed_state, log_end, log_end_state)
     start = _pget(log_start.get(topic), p)
     owner = owners.get((topic, p))
@@ -508,26 +517,20 @@ def _sum(values: Iterable[float | None]) -> float | None:
     return round(sum(numeric), 3) if numeric else None
 
 
-def _lag_trend(rows: list[dict], samples: list[dict], gid: str) -> tuple[str | None, float | None, list | None]:
+def _lag_trend(rows: list[dict], samples: list[dict], offsets: dict) -> tuple[str | None, float | None, list | None]:
     """Total lag per sample over the partitions that have a numeric lag at every
     sample (the same set throughout), compared first to last: (trend word,
-    change per second, the totals)."""
+    change per second, the totals).  `offsets`: (topic, partition) -> [(committed,
+    log end)] per sample, as _partition_row read them."""
     if not samples or not rows:
         return None, None, None
     series = []
     for row in rows:
         if row["log_end_state"] != OK:
             continue
-        lags = []
-        for sample in samples:
-            c = committed_value(_pget(((sample.get("committed") or {}).get(gid) or {}).get(row["topic"]),
-                                      row["partition"]))[0]
-            e = _pget((sample.get("log_end") or {}).get(row["topic"]), row["partition"])
-            if c is None or e is None or e < 0:
-                break
-            lags.append(e - c)
-        else:
-            series.append(lags)
+        points = offsets.get((row["topic"], row["partition"])) or []
+        if len(points) == len(samples) and all(c is not None and e is not None for c, e in points):
+            series.append([e - c for c, e in points])
     if not series:
         return None, None, None
     totals = [(sample["t"], sum(lags[i] for lags in series)) for i, sample in enumerate(samples)]
@@ -562,7 +565,8 @@ def _start_trend(rows: list[dict], samples: list[dict]) -> tuple[str | None, flo
     return trend, _round(rate(totals)), [v for _, v in totals]
 
 
-def _queue_record(gid, group, topic, rows, topics_meta, samples, underparallel_ratio, churn=None) -> dict:
+def _queue_record(gid, group, topic, rows, topics_meta, samples, underparallel_ratio, churn=None,
+                  offsets=None) -> dict:
     numeric = [r for r in rows if r["lag"] is not None]
     no_commit = [r for r in rows if r["committed_state"] == NONE]
     from_start = [r for r in no_commit if r.get("backlog_from_log_start") is not None]
@@ -585,7 +589,7 @@ def _queue_record(gid, group, topic, rows, topics_meta, samples, underparallel_r
         status = "EMPTY"
     behind = [r for r in rows if r.get("lag_seconds") is not None]
     oldest = max(behind, key=lambda r: r["lag_seconds"], default=None)
-    trend, change, totals = _lag_trend(rows, samples, gid)
+    trend, change, totals = _lag_trend(rows, samples, offsets or {})
     if numeric:
         depth, basis = sum(max(0, r.get("effective_lag", r["lag"])) for r in numeric), "committed"
     elif from_start and len(from_start) == len(rows):
