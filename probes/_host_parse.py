@@ -17,6 +17,8 @@ import os
 import re
 from typing import Any
 
+from ._proc_parse import parse_proc_cgroup  # one parser of /proc/<pid>/cgroup, shared with the process probe
+
 # /proc/stat cpu columns, in kernel order.  guest and guest_nice are already
 # counted inside user and nice, so they never go into a total.
 CPU_MODES = ("user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal", "guest", "guest_nice")
@@ -324,18 +326,6 @@ def is_reported_disk(name: str, all_names: set[str], disks: set[str] | None) -> 
 
 
 # ---------------------------------------------------------------- cgroups
-
-def parse_proc_cgroup(text: str) -> list[dict[str, Any]]:
-    """/proc/<pid>/cgroup lines "id:controllers:path"; v2 is "0::path"."""
-    out = []
-    for line in text.splitlines():
-        parts = line.split(":", 2)
-        if len(parts) != 3:
-            continue
-        controllers = [c for c in parts[1].split(",") if c]
-        out.append({"id": parts[0], "controllers": controllers, "path": parts[2]})
-    return out
-
 
 def _unescape_mount(field: str) -> str:
     # mountinfo writes space, tab, newline and backslash as \040 \011 \012 \134.

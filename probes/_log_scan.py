@@ -8,6 +8,7 @@ import functools
 import itertools
 import json
 import re
+import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone, tzinfo
 from typing import BinaryIO, Callable, Iterable, Iterator
@@ -41,6 +42,10 @@ BUILTIN_HINTS = ("queue", "reject", "too many open files", "emfile", "oom", "out
 
 SAMPLES_PER_PATTERN = 3
 SAMPLE_CHARS = 300
+# Patterns see at most this much of a line (a minified JSON payload, a base64
+# blob), and a sample line is masked from at most this much: matching and
+# masking cost grows with the line, and a sample keeps SAMPLE_CHARS anyway.
+MAX_LINE_CHARS = 8192
 # How far into a line a timestamp may start (prefixes like "[pid 12] ").
 _STAMP_REACH = 80
 
@@ -113,7 +118,7 @@ def _plausible_epoch(value: float, now: float) -> float | None:
 def _json_epoch(line: str, now: float, local: tzinfo | None) -> float | None:
     try:
         doc = json.loads(line)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nesting deeper than the decoder's stack
         return None
     if not isinstance(doc, dict):
         return None
@@ -315,22 +320,54 @@ def _order(hit: Hit) -> tuple:
 
 
 class Matcher:
-    def __init__(self, patterns: list[Pattern]):
+    """Which patterns each line matches.  Built-in regexes run here; the
+    user's (untrusted: they may backtrack without end) run in a child process
+    killed at `deadline` (qdiag/regex_worker.py).  Close it when done."""
+
+    def __init__(self, patterns: list[Pattern], *, deadline: float | None = None):
         self.patterns = patterns
-        # Built-in regexes run only on lines holding one of their hint words;
-        # user patterns (no hints known) run on every line.
+        # Built-in regexes run only on lines holding one of their hint words.
         self._builtin = [p for p in patterns if p.builtin]
         self._user = [p for p in patterns if not p.builtin]
+        self._deadline = deadline
+        self._worker = None
+
+    def __enter__(self) -> "Matcher":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._worker is not None:
+            self._worker.close()
+            self._worker = None
+
+    def builtin_ids(self, line: str) -> list[str]:
+        line = line[:MAX_LINE_CHARS]
+        low = line.lower()
+        if self._builtin and any(hint in low for hint in BUILTIN_HINTS):
+            return [p.id for p in self._builtin if p.regex.search(line)]
+        return []
+
+    def user_ids(self, lines: list[str]) -> list[list[str]]:
+        """The user patterns each line matches.  Raises regex_worker.RegexTimeout."""
+        found: list[list[str]] = [[] for _ in lines]
+        if not self._user or not lines:
+            return found
+        if self._worker is None:
+            from qdiag.regex_worker import Worker
+
+            deadline = self._deadline if self._deadline is not None else time.monotonic() + 10.0
+            self._worker = Worker([p.regex.pattern for p in self._user], deadline=deadline, flags=re.IGNORECASE)
+        hits = self._worker.search([line[:MAX_LINE_CHARS] for line in lines])
+        for pattern, indices in zip(self._user, hits):
+            for i in indices:
+                found[i].append(pattern.id)
+        return found
 
     def ids(self, line: str) -> list[str]:
-        found = []
-        if self._builtin:
-            low = line.lower()
-            if any(hint in low for hint in BUILTIN_HINTS):
-                found = [p.id for p in self._builtin if p.regex.search(line)]
-        if self._user:
-            found += [p.id for p in self._user if p.regex.search(line)]
-        return found
+        return self.builtin_ids(line) + self.user_ids([line])[0]
 
 
 @dataclass
@@ -360,7 +397,8 @@ def scan(data: bytes, *, source: str, matcher: Matcher, cutoff: float, now: floa
     current: float | None = None
     offset = start_offset
     untimed = 0
-    pending: list[tuple[list[str], Hit, str]] = []
+    # Lines to match: (time or None when before any stamp, line number, offset, text).
+    candidates: list[tuple[float | None, int, int | None, str]] = []
     for number, raw in enumerate(data.split(b"\n"), 1):
         here = offset
         if offset is not None:
@@ -376,16 +414,20 @@ def scan(data: bytes, *, source: str, matcher: Matcher, cutoff: float, now: floa
             current = ts
         elif current is None:
             untimed += 1
-            ids = matcher.ids(line)
-            if ids:
-                pending.append((ids, Hit(None, source, number if numbered else None, here, next(counter)), line))
+            candidates.append((None, number, here, line))
             continue
         if current < cutoff:
             continue
         out.lines_in_window += 1
-        ids = matcher.ids(line)
+        candidates.append((current, number, here, line))
+    # The user's patterns see every candidate line in one request to their worker.
+    user = matcher.user_ids([c[3] for c in candidates])
+    pending: list[tuple[list[str], Hit, str]] = []
+    for (when, number, here, line), user_ids in zip(candidates, user):
+        ids = matcher.builtin_ids(line) + user_ids
         if ids:
-            out.matches.append((ids, Hit(current, source, number if numbered else None, here, next(counter)), line))
+            hit = Hit(when, source, number if numbered else None, here, next(counter))
+            (pending if when is None else out.matches).append((ids, hit, line[:MAX_LINE_CHARS]))
     if out.stamped == 0:
         out.matches = pending
     else:
@@ -419,7 +461,7 @@ class Tallies:
                 "count": t.count,
                 "first": _where(t.first),
                 "last": _where(t.last),
-                "samples": [_shorten(clean(text)) for _, text in sorted(t.samples, key=lambda s: _order(s[0]))],
+                "samples": [_shorten(clean(_cap(text))) for _, text in sorted(t.samples, key=lambda s: _order(s[0]))],
             })
         return out
 
@@ -435,6 +477,19 @@ def _where(hit: Hit | None) -> dict | None:
     if hit is None:
         return None
     return {"time": iso_local(hit.time), "source": hit.source, "line": hit.line, "offset": hit.offset}
+
+
+_CUT_AT = re.compile(r"[\s,;\"'(){}\[\]<>]")
+
+
+def _cap(text: str, limit: int = 4 * SAMPLE_CHARS) -> str:
+    """At most `limit` characters, cut where a word ends: masking a cut word
+    could leave a secret's first half in view."""
+    if len(text) <= limit:
+        return text
+    head = text[:limit]
+    ends = [m.start() for m in _CUT_AT.finditer(head, limit // 2)]
+    return head[:ends[-1]] if ends else head[:limit // 2]
 
 
 def _shorten(text: str) -> str:

@@ -11,7 +11,7 @@ from qdiag.probe import Contribution
 
 # The probe's (Burrow-like) words onto the shared queue-status vocabulary.
 STATUS_WORDS = {"OK": "ok", "WARN": "growing", "STALL": "stalled", "STOP": "stopped", "UNKNOWN": "unknown",
-                "NO_GROUP": "no-consumers"}
+                "NO_GROUP": "no-consumers", "GONE": "no-consumers"}
 
 
 def _queue_facts(obs: dict):
@@ -30,7 +30,19 @@ def queue_facts(record: dict, obs: dict) -> dict[str, Any]:
         if record.get("consumers_recently_active") is not None else None,
         "redis_address": server.get("address"),
         "redis_blocked_clients": server.get("blocked_clients"),
+        **_gone_facts(record),
     }
+
+
+def _gone_facts(record: dict) -> dict[str, Any]:
+    """For the recovery commands of a group whose consumers are gone: the one
+    holding most pending entries, and an XAUTOCLAIM min-idle that takes what
+    the gone consumers hold (their entries were delivered before their last
+    read, so they have been idle at least that long)."""
+    gone = record.get("consumers_gone_list") or []
+    seen = num(record.get("gone_last_seen_s"))
+    return {"gone_consumer": gone[0].get("name") if gone and isinstance(gone[0], dict) else None,
+            "claim_min_idle_ms": int(seen * 1000) // 1000 * 1000 if seen is not None else None}
 
 
 def _subjects(obs: dict, joined):

@@ -123,11 +123,21 @@ def _entry_id(entry: Any) -> str | None:
     return None
 
 
+def _entry_bytes(entry: Any) -> int:
+    """Bytes of an entry's field names and values ([id, [f, v, ...]])."""
+    if not isinstance(entry, (list, tuple)) or len(entry) < 2 or not isinstance(entry[1], (list, tuple)):
+        return 0
+    return sum(len(x) for x in entry[1] if isinstance(x, (bytes, bytearray, str)))
+
+
 def parse_xinfo_stream(raw: Sequence) -> dict[str, Any]:
     """XINFO STREAM key (not FULL).  entries-added, max-deleted-entry-id and
-    recorded-first-entry-id exist from Redis 7.0 on (None before)."""
+    recorded-first-entry-id exist from Redis 7.0 on (None before).
+    entry_bytes: the larger of the first and last entries, as XINFO STREAM
+    sends both whole every time."""
     d = pairs(raw)
     return {
+        "entry_bytes": max(_entry_bytes(d.get("first-entry")), _entry_bytes(d.get("last-entry"))),
         "length": as_int(d.get("length")),
         "entries_added": as_int(d.get("entries-added")),
         "groups": as_int(d.get("groups")),
@@ -208,6 +218,19 @@ def poison_candidates(entries: Iterable[dict], threshold: int, limit: int = 20) 
 # Consumer-group depth.  `lag` (7.0+) = entries-added - entries-read: the
 # entries the group has not been given yet, counting from the group's
 # last-delivered-id.  Redis returns nil when it cannot count that exactly.
+
+
+def lean_stream(length: int | None, groups: list[dict] | None, first: dict) -> dict[str, Any]:
+    """A stream's state without XINFO STREAM (whose reply carries the first and
+    last entries whole): the length from XLEN, entries-added from a group's
+    entries-read + lag (Redis' own definition of lag), the rest unknown.  The
+    deleted-entry mark is kept from the first sample's XINFO STREAM."""
+    added = [g["entries_read"] + g["lag"] for g in groups or []
+             if g.get("entries_read") is not None and g.get("lag") is not None]
+    return {"entry_bytes": None, "length": length, "entries_added": max(added) if added else None,
+            "groups": len(groups) if groups is not None else None, "last_generated_id": None,
+            "max_deleted_id": first.get("max_deleted_id"), "recorded_first_id": None,
+            "first_id": None, "last_id": None, "lean": True}
 
 
 def lag_null_reason(stream: dict, group: dict) -> str | None:
@@ -292,12 +315,17 @@ def parse_info(raw: Any) -> dict[str, Any]:
     return out
 
 
-def parse_client_list(raw: Any) -> list[dict[str, str]]:
-    """CLIENT LIST text -> one dict per client (all values str).  Names cannot
-    contain spaces (CLIENT SETNAME refuses them), so splitting on spaces is safe."""
-    clients = []
-    for line in (text(raw) or "").splitlines():
-        line = line.strip()
+def parse_client_list(raw: Any, limit: int | None = None) -> list[dict[str, str]]:
+    """CLIENT LIST text -> one dict per client (all values str), at most
+    `limit` of them.  Names cannot contain spaces (CLIENT SETNAME refuses
+    them), so splitting on spaces is safe."""
+    clients: list[dict[str, str]] = []
+    body = text(raw) or ""
+    start = 0
+    while start < len(body) and (limit is None or len(clients) < limit):
+        end = body.find("\n", start)
+        end = len(body) if end < 0 else end
+        line, start = body[start:end].strip(), end + 1
         if not line:
             continue
         client = {}
@@ -308,6 +336,12 @@ def parse_client_list(raw: Any) -> list[dict[str, str]]:
         if client:
             clients.append(client)
     return clients
+
+
+def client_list_lines(raw: Any) -> int:
+    """How many clients a CLIENT LIST reply lists (lines), without parsing them."""
+    body = text(raw) or ""
+    return body.count("\n") + (1 if body and not body.endswith("\n") else 0)
 
 
 # Commands that block a client until a key gets data.  CLIENT LIST shows the
@@ -679,7 +713,8 @@ def age_s(enqueued_at: float | None, now_s: float | None) -> float | None:
 
 OK, WARN, STALL, STOP, UNKNOWN = "OK", "WARN", "STALL", "STOP", "UNKNOWN"
 NO_GROUP = "NO_GROUP"  # a stream nobody reads through a consumer group (as Kafka's topic without a group)
-SEVERITY = {OK: "ok", WARN: "warn", STALL: "err", STOP: "err", UNKNOWN: "unknown", NO_GROUP: "unknown"}
+GONE = "GONE"  # a group whose listed consumers all lost their connection: their processes are gone
+SEVERITY = {OK: "ok", WARN: "warn", STALL: "err", STOP: "err", UNKNOWN: "unknown", NO_GROUP: "unknown", GONE: "err"}
 
 
 def judge(*, waiting: int | None, consumers: int | None, consumed: bool | None,

@@ -27,8 +27,80 @@ def socket_waits(proc: dict) -> dict[str, int]:
     return out
 
 
+def kernel_waits(proc: dict) -> dict[str, float] | None:
+    """peer ip:port -> thread-equivalents the kernel saw waiting on it (brokers left out); None
+    when the kernel was not sampled."""
+    kernel = proc.get("kernel") or {}
+    if not kernel.get("thread_samples"):
+        return None
+    threads = len(kernel.get("threads") or []) + (kernel.get("threads_listed_omitted") or 0)
+    return {p["peer"]: round((p.get("wait_share") or 0.0) * max(1, threads), 3)
+            for p in kernel.get("peers") or [] if p.get("kind") == "peer" and p.get("peer") and p.get("wait_share")}
+
+
 def _share(obs: dict) -> dict:
-    return {"thread_waits": {p.get("pid"): socket_waits(p) for p in _processes(obs)}}
+    # What the kernel saw beats what a stack can tell: it names the peer of every socket wait.
+    return {"thread_waits": {p.get("pid"): kernel_waits(p) if kernel_waits(p) is not None else socket_waits(p)
+                             for p in _processes(obs)}}
+
+
+# Wait kinds in the order they are told in a summary.
+_KIND_WORDS = {"cpu": "on CPU", "peer": "waiting for", "broker": "idle, waiting for the broker", "lock": "on locks",
+               "sleep": "sleeping", "disk": "in disk waits", "child": "waiting for a child process",
+               "local": "on pipes and local sockets", "other": "in other system calls", "unknown": "unknown",
+               "unreadable": "unreadable"}
+
+
+def wait_summary(kernel: dict) -> str | None:
+    """"96% waiting for 127.0.0.1:38243, 2% on CPU, ..." over all sampled thread-time: each peer
+    apart, every other kind summed (a JVM's twenty futex addresses are one "on locks")."""
+    totals: dict[str, float] = {}
+    for entry in kernel.get("attribution") or []:
+        kind, target = entry.get("kind"), entry.get("target")
+        if kind == "peer" and target:
+            guess = f" ({entry['protocol_guess']})" if entry.get("protocol_guess") else ""
+            words = f"waiting for {target}{guess}"
+        else:
+            words = _KIND_WORDS.get(kind, str(kind))
+        totals[words] = totals.get(words, 0.0) + (entry.get("share") or 0.0)
+    parts = [f"{share:.0%} {words}" for words, share in sorted(totals.items(), key=lambda kv: -kv[1])
+             if share >= 0.01]
+    return ", ".join(parts[:6]) or None
+
+
+def kernel_facts(proc: dict) -> dict[str, Any]:
+    """Where the consumer's threads spent the window, as the kernel saw it."""
+    kernel = proc.get("kernel") or {}
+    shares = kernel.get("shares") or {}
+    peers = [p for p in kernel.get("peers") or [] if p.get("kind") == "peer" and p.get("wait_share")]
+    top = max(peers, key=lambda p: p["wait_share"], default=None)
+    entry = next((a for a in kernel.get("attribution") or []
+                  if top and a.get("kind") == "peer" and a.get("target") == top["peer"]), {})
+    tcp = (top or {}).get("tcp") or {}
+    answers = tcp.get("request_waits") or {}
+    return {
+        "kernel_sampled": bool(kernel.get("thread_samples")),
+        "kernel_cpu_share": num(shares.get("cpu")),
+        "kernel_lock_share": num(shares.get("lock")),
+        "kernel_peer_share": num(shares.get("peer")),
+        "kernel_broker_share": num(shares.get("broker")),
+        "kernel_sleep_share": num(shares.get("sleep")),
+        "kernel_disk_share": num(shares.get("disk")),
+        "peer_waited": top["peer"] if top else None,
+        "peer_protocol": (top or {}).get("protocol_guess"),
+        # The largest share of one thread's window spent waiting there: a serial
+        # consumer waiting on a peer all window reads 1.0 however many idle threads it has.
+        "peer_thread_share": num(entry.get("max_thread_share")),
+        "peer_threads_waiting": (top or {}).get("threads_waiting"),
+        "peer_answer_ms": num(answers.get("median_ms")),
+        "peer_answer_max_ms": num(answers.get("max_ms")),
+        "peer_requests": answers.get("requests"),
+        "peer_rtt_ms": num(tcp.get("rtt_ms")),
+        "peer_awaiting_share": num(tcp.get("awaiting_answer_share")),
+        "lock_never_woke_threads": len(kernel.get("lock_waits_never_woke") or []),
+        "lock_never_woke": [f"{t.get('name')} ({t.get('tid')})" for t in kernel.get("lock_waits_never_woke") or []],
+        "wait_summary": wait_summary(kernel),
+    }
 
 
 def hottest(functions: list[dict]) -> dict | None:
@@ -80,10 +152,22 @@ def _subjects(obs: dict, joined):
     for proc in _processes(obs):
         pid = proc.get("pid")
         waiting = joined.waiting_on.get(pid)
-        yield Subject("threads", f"process:{pid}", {
-            **proc, **joined.consumer_facts(pid),
-            **joined.cpu_facts(pid, num(proc.get("cpu_percent"))),
-            **thread_facts(proc, waiting, joined.endpoint((waiting or {}).get("url")))})
+        facts = {**proc, **joined.consumer_facts(pid), **joined.cpu_facts(pid, num(proc.get("cpu_percent"))),
+                 **thread_facts(proc, waiting, joined.endpoint((waiting or {}).get("url"))), **kernel_facts(proc)}
+        if facts["peer_waited"] and not facts["waiting_on_subject"]:
+            # A peer no dependency probe timed is still a dependency: named as the probe would name it.
+            facts["waiting_on_subject"] = f"dependency:tcp://{facts['peer_waited']}"
+        if facts.get("cpu_percent") is None and facts["kernel_sampled"]:
+            facts["cpu_percent"] = _kernel_cpu_percent(proc)
+        yield Subject("threads", f"process:{pid}", facts)
+
+
+def _kernel_cpu_percent(proc: dict) -> float | None:
+    """Percent of a core the sampled threads used, from the kernel's CPU ticks (no dump taken)."""
+    kernel = proc.get("kernel") or {}
+    seconds = [t.get("cpu_s") for t in kernel.get("threads") or [] if num(t.get("cpu_s")) is not None]
+    window = num(kernel.get("window_s"))
+    return round(100.0 * sum(seconds) / window, 1) if seconds and window else None
 
 
 CONTRIBUTION = Contribution(steps=(3, 4), share=_share, subjects=_subjects)

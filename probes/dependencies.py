@@ -23,7 +23,7 @@ from typing import Callable
 from qdiag import __version__
 from qdiag.context import DeadlineReached, ProbeContext
 from qdiag import target_processes
-from qdiag.localsockets import norm_ip
+from qdiag.endpoints import format_endpoint, norm_ip
 from qdiag.probe import NotApplicable, ProbeError, Option, register
 from qdiag.redact import Redactor
 
@@ -217,7 +217,7 @@ def take_sample(ep: Endpoint, timeout: float, tls: ssl.SSLContext | None,
 
 def target_pids(ctx: ProbeContext) -> tuple[dict[int, str], list[str]]:
     """{pid: how it became a target} from --pid, --process and broker-side discovery."""
-    selection = target_processes.select(ctx.targets, ctx.discovered)
+    selection = target_processes.select(ctx.targets, ctx.discovered, deadline=ctx.deadline)
     notes = list(selection.notes)
     notes += [f"pid {pid} (--pid) no longer exists: its connections were not read" for pid in selection.missing]
     return {pid: selection.how(pid) for pid in selection.targets}, notes
@@ -341,10 +341,6 @@ def discover_endpoints(ctx: ProbeContext, known: set[tuple[str, int]], limit: in
 
 # ---------------------------------------------------------------- the probe
 
-def _peer(ip: str, port: int) -> str:
-    return f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
-
-
 def _endpoint_doc(ep: Endpoint, samples: list[dict], complete: bool, insecure: bool) -> dict:
     addresses = {s["address"] for s in samples if s.get("address")}
     if ep.discovered:
@@ -353,7 +349,7 @@ def _endpoint_doc(ep: Endpoint, samples: list[dict], complete: bool, insecure: b
            "addresses": sorted(addresses),
            # "ip:port" as the threads probe names a socket's peer, for matching
            # threads blocked in socket I/O to a slow endpoint.
-           "peers": [_peer(ip, ep.port) for ip in sorted(addresses)],
+           "peers": [format_endpoint(ip, ep.port) for ip in sorted(addresses)],
            "discovered": ep.discovered, "pids": list(ep.pids),
            "connections": ep.connections if ep.discovered else None,
            "tls_verify": (not insecure) if ep.kind == "https" else None,

@@ -4,6 +4,7 @@ last occurrence and a few redacted sample lines."""
 
 from __future__ import annotations
 
+import collections
 import glob
 import itertools
 import os
@@ -16,6 +17,7 @@ from typing import Any
 from qdiag.context import ProbeContext
 from qdiag.probe import NotApplicable, ProbeError, Option, register
 from qdiag.redact import Redactor
+from qdiag.regex_worker import RegexTimeout
 
 from . import _logs_facts
 from ._log_scan import Matcher, SourceScan, Tallies, compile_patterns, iso_local, looks_binary, read_tail, scan
@@ -29,6 +31,9 @@ DEFAULTS: dict[str, Any] = {
     "patterns": {},                # id -> regex, added to the built-in ones
 }
 _BINARY_PROBE_BYTES = 8192
+# Time kept back from the probe's deadline when the user's patterns run out of
+# it, so that the probe's own error (naming the pattern) wins over a bare timeout.
+_PATTERN_MARGIN_S = 0.5
 # Every source (file or journal) is reported with these keys; None = unknown or not read.
 _SOURCE_KEYS: dict[str, Any] = {
     "source": None, "kind": None, "skipped": None, "modified": None, "size": None, "bytes_read": None,
@@ -86,6 +91,58 @@ def expand_globs(globs: tuple[str, ...], max_files: int) -> tuple[list[str], lis
     return paths, notes
 
 
+def untrusted_symlink(path: str, euid: int | None = None) -> str | None:
+    """Why `path` must not be read, or None.
+
+    qdiag reads logs as root; a user who can write to a log directory could
+    plant a symlink to a file only root may read (/etc/shadow, another
+    service's secrets) and have its lines land in a snapshot.  The rule: a
+    symlink anywhere on the path is followed only if it is owned by root, by
+    the user running qdiag, or by the owner of what it points to (a link that
+    gives its owner nothing they could not read already).  Kubernetes'
+    /var/log/containers links (root's) and an application's own "current"
+    link pass."""
+    euid = os.geteuid() if euid is None else euid
+    pending = collections.deque(os.path.abspath(path).split("/"))
+    current = "/"
+    hops = 0
+    while pending:
+        part = pending.popleft()
+        if part in ("", "."):
+            continue
+        if part == "..":
+            current = os.path.dirname(current)
+            continue
+        candidate = os.path.join(current, part)
+        try:
+            link = os.lstat(candidate)
+        except OSError:
+            return None  # the open that follows reports it
+        if not stat.S_ISLNK(link.st_mode):
+            current = candidate
+            continue
+        hops += 1
+        try:
+            target = os.stat(candidate)
+            to = os.readlink(candidate)
+        except OSError:
+            return None
+        if hops > 40:
+            return f"{path}: too many symlinks"
+        if link.st_uid not in (0, euid, target.st_uid):
+            return (f"{path}: not followed: {candidate} is a symlink owned by uid {link.st_uid} to something "
+                    f"owned by uid {target.st_uid} (give the real path if it is meant to be read)")
+        if to.startswith("/"):
+            current = "/"
+        pending.extendleft(reversed(to.split("/")))
+    return None
+
+
+def _open_nonblocking(path: str, flags: int) -> int:
+    # Should the path become a FIFO after the stat in scan_file, opening it must not hang.
+    return os.open(path, flags | os.O_NONBLOCK | os.O_NOCTTY)
+
+
 def scan_file(path: str, *, matcher: Matcher, cutoff: float, now: float, minutes: float, max_bytes: int,
               counter) -> tuple[dict, SourceScan | None]:
     """One file: its description for the report, and its matches (None when skipped)."""
@@ -110,9 +167,17 @@ def scan_file(path: str, *, matcher: Matcher, cutoff: float, now: float, minutes
         # Nothing was written to it within the window.
         doc["skipped"] = f"{path} not written in the last {minutes:g} minutes"
         return doc, None
+    why = untrusted_symlink(path)
+    if why:
+        doc["skipped"] = why
+        return doc, None
     try:
-        with open(path, "rb") as f:
-            size = os.fstat(f.fileno()).st_size
+        with open(path, "rb", opener=_open_nonblocking) as f:
+            opened = os.fstat(f.fileno())
+            if (opened.st_dev, opened.st_ino) != (st.st_dev, st.st_ino):
+                doc["skipped"] = f"{path} was replaced while qdiag was opening it"
+                return doc, None
+            size = opened.st_size
             tail = read_tail(f, size, max_bytes, older_than=cutoff, now=now)
     except PermissionError:
         doc["skipped"] = f"cannot read {path}: permission denied (run qdiag as root or as a user of the file's group)"
@@ -212,13 +277,24 @@ def read_journal(minutes: float, max_bytes: int, units: list[str], timeout: floa
               Option("patterns", "table", DEFAULTS["patterns"], "id = \"regex\" added to the built-in patterns"),
           ), diagnosis=_logs_facts.CONTRIBUTION)
 def collect(ctx: ProbeContext) -> dict:
+    patterns = _patterns(ctx)
+    with Matcher(patterns, deadline=ctx.deadline - _PATTERN_MARGIN_S) as matcher:
+        try:
+            return _collect(ctx, patterns, matcher)
+        except RegexTimeout as exc:
+            user = [p for p in patterns if not p.builtin]
+            pid = user[exc.index].id if exc.index < len(user) else "?"
+            raise ProbeError(f"[probes.logs] pattern '{pid}' did not finish on {exc.texts} lines within the probe's "
+                             "deadline: it backtracks (nested repeats such as (a+)+, or several .* in a row); "
+                             "simplify it in qdiag.toml") from None
+
+
+def _collect(ctx: ProbeContext, patterns, matcher: Matcher) -> dict:
     minutes = ctx.options["minutes"]
     max_bytes = ctx.options["max_bytes"]
     max_files = ctx.options["max_files"]
     use_journal = ctx.options["journal"]
     units = ctx.options["journal_units"]
-    patterns = _patterns(ctx)
-    matcher = Matcher(patterns)
     now = ctx.wall_clock()
     cutoff = now - minutes * 60
     counter = itertools.count()

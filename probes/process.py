@@ -10,9 +10,6 @@ that exits during the window is reported as gone, never as a failed probe.
 from __future__ import annotations
 
 import os
-import re
-import socket
-import struct
 import sys
 from collections import Counter
 from typing import Any
@@ -21,6 +18,12 @@ import psutil
 
 from qdiag import target_processes
 from qdiag.probe import NotApplicable, Option, register
+from qdiag.redact import command_line
+from qdiag.runtime import process_runtime
+from qdiag.sockdiag import listen_backlogs
+
+from ._proc_parse import cgroup_lines, parse_ctx_switches, parse_limits, parse_proc_cgroup, parse_proc_net_tcp
+from ._proc_read import read_proc, socket_inodes
 
 from . import _process_facts
 
@@ -29,7 +32,6 @@ TOP_N = 5
 MAX_TARGETS = 20  # per run, for --process matches; explicit --pid and discovered pids are always kept
 MAX_REMOTES = 20  # remote endpoints listed per process; the rest are counted
 MAX_FD_LINKS = 65536  # fd links read per process per sample
-MAX_MAPS_LINES = 50000
 MAX_TASKS = 10000  # threads read per process per sample for context switches
 
 _STATE_LETTERS = {
@@ -54,250 +56,22 @@ def state_letter(status: str | None) -> str | None:
 
 
 # --------------------------------------------------------------------------
-# Pure parsers: text or bytes in, plain data out.  Tested on recorded fixtures.
-# --------------------------------------------------------------------------
-
-TCP_STATES = {
-    1: "ESTABLISHED", 2: "SYN_SENT", 3: "SYN_RECV", 4: "FIN_WAIT1", 5: "FIN_WAIT2", 6: "TIME_WAIT",
-    7: "CLOSE", 8: "CLOSE_WAIT", 9: "LAST_ACK", 10: "LISTEN", 11: "CLOSING", 12: "NEW_SYN_RECV",
-}
-TCP_LISTEN = 10
-
-
-def format_endpoint(ip: str, port: int) -> str:
-    return f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
-
-
-def _ip_from_bytes(raw: bytes) -> str:
-    if len(raw) == 4:
-        return socket.inet_ntop(socket.AF_INET, raw)
-    if raw[:12] == b"\0" * 10 + b"\xff\xff":  # IPv4-mapped: show as the IPv4 peer it is
-        return socket.inet_ntop(socket.AF_INET, raw[12:])
-    return socket.inet_ntop(socket.AF_INET6, raw)
-
-
-def decode_proc_address(text: str, byteorder: str = sys.byteorder) -> tuple[str, int]:
-    """'0100007F:1F90' -> ('127.0.0.1', 8080).
-
-    The kernel prints each 32-bit word of the address with %08X from its
-    in-memory (network order) bytes read as a native integer, so on a
-    little-endian host every 4-byte group reads backwards.  The port is a plain
-    host-order number.
-    """
-    addr_hex, port_hex = text.split(":")
-    raw = bytes.fromhex(addr_hex)
-    if byteorder == "little":
-        raw = b"".join(raw[i:i + 4][::-1] for i in range(0, len(raw), 4))
-    return _ip_from_bytes(raw), int(port_hex, 16)
-
-
-def parse_proc_net_tcp(text: str, inodes: set[int] | None = None, byteorder: str = sys.byteorder) -> list[dict]:
-    """Rows of /proc/net/tcp or /proc/net/tcp6 (only those whose socket inode is
-    in `inodes`, when given).
-
-    For a LISTEN socket the kernel puts the current accept-queue length
-    (sk_ack_backlog) in rx_queue; its tx_queue is a send-queue figure that is 0
-    for listeners, NOT the backlog limit (only sock_diag, i.e. `ss` Send-Q,
-    exposes sk_max_ack_backlog).  Connections still waiting in an accept queue
-    have no file yet, so they show inode 0.
-    """
-    rows = []
-    for line in text.splitlines()[1:]:
-        fields = line.split()
-        if len(fields) < 10:
-            continue
-        try:
-            inode = int(fields[9])
-            if inodes is not None and inode not in inodes:
-                continue
-            local_ip, local_port = decode_proc_address(fields[1], byteorder)
-            remote_ip, remote_port = decode_proc_address(fields[2], byteorder)
-            state = int(fields[3], 16)
-            tx_queue, rx_queue = (int(v, 16) for v in fields[4].split(":"))
-            uid = int(fields[7])
-        except ValueError:
-            continue
-        rows.append({
-            "local": format_endpoint(local_ip, local_port), "local_port": local_port,
-            "remote": format_endpoint(remote_ip, remote_port),
-            "state": TCP_STATES.get(state, str(state)),
-            "tx_queue": tx_queue, "rx_queue": rx_queue, "uid": uid, "inode": inode,
-        })
-    return rows
-
-
-def parse_limits(text: str) -> dict[str, tuple[int | None, int | None]]:
-    """/proc/<pid>/limits -> {"Max open files": (soft, hard)}; "unlimited" is None."""
-    limits = {}
-    for line in text.splitlines()[1:]:
-        parts = re.split(r"\s{2,}", line.strip())
-        if len(parts) < 3:
-            continue
-        values = []
-        for raw in parts[1:3]:
-            values.append(None if raw == "unlimited" else int(raw) if raw.isdigit() else None)
-        limits[parts[0]] = (values[0], values[1])
-    return limits
-
-
-def parse_cgroup(text: str) -> list[str]:
-    """/proc/<pid>/cgroup: one 'hierarchy-id:controllers:path' line each (v2 is '0::/path')."""
-    return [line.strip() for line in text.splitlines() if line.strip()]
-
-
-_PYTHON_NAME = re.compile(r"^(python|pypy)(\d+(\.\d+)*)?[a-z]?$")
-_JAVA_NAME = re.compile(r"^java$")
-
-
-def detect_runtime(name: str | None, exe: str | None, cmdline: list[str] | None,
-                   maps_text: str | None = None) -> str | None:
-    """'python', 'java' or None: which thread-dump tool fits this process.
-
-    The executable tells most (a `gunicorn` script still runs /usr/bin/python3);
-    embedded interpreters (uwsgi, a JVM launched by a wrapper binary) show up
-    only as a mapped libpython / libjvm.
-    """
-    candidates = []
-    if exe:
-        candidates.append(os.path.basename(exe))
-    if cmdline and cmdline[0]:
-        candidates.append(os.path.basename(cmdline[0].split()[0]))
-    if name:
-        candidates.append(name)
-    for candidate in candidates:
-        if _PYTHON_NAME.match(candidate):
-            return "python"
-        if _JAVA_NAME.match(candidate):
-            return "java"
-    if maps_text:
-        if "/libjvm.so" in maps_text:
-            return "java"
-        if re.search(r"/libpython\d", maps_text):
-            return "python"
-    return None
-
-
-# sock_diag (netlink): the only interface that gives a listener's backlog limit.
-NETLINK_SOCK_DIAG = 4
-SOCK_DIAG_BY_FAMILY = 20
-NLM_F_REQUEST, NLM_F_DUMP = 0x1, 0x300
-NLMSG_ERROR, NLMSG_DONE = 2, 3
-_NLMSG_HDR = struct.Struct("=IHHII")
-_INET_DIAG_REQ = struct.Struct("=BBBxI")  # family, protocol, ext, pad, states; then a 48-byte sockid
-_SOCKID_LEN = 48
-_DIAG_TAIL = struct.Struct("=IIIII")  # expires, rqueue, wqueue, uid, inode
-
-
-def sock_diag_request(family: int, states: int, seq: int = 1) -> bytes:
-    body = _INET_DIAG_REQ.pack(family, socket.IPPROTO_TCP, 0, states) + b"\0" * _SOCKID_LEN
-    return _NLMSG_HDR.pack(_NLMSG_HDR.size + len(body), SOCK_DIAG_BY_FAMILY, NLM_F_REQUEST | NLM_F_DUMP, seq, 0) + body
-
-
-def parse_sock_diag(data: bytes) -> tuple[list[dict], bool]:
-    """One netlink datagram of inet_diag_msg records -> (records, done).
-
-    For a LISTEN socket the kernel reports rqueue = current accept-queue length
-    and wqueue = the backlog limit (sk_max_ack_backlog, after the somaxconn cap).
-    """
-    records, done, offset = [], False, 0
-    while offset + _NLMSG_HDR.size <= len(data):
-        length, kind, _flags, _seq, _pid = _NLMSG_HDR.unpack_from(data, offset)
-        if length < _NLMSG_HDR.size:
-            break
-        body = offset + _NLMSG_HDR.size
-        if kind == NLMSG_DONE:
-            done = True
-            break
-        if kind == NLMSG_ERROR:
-            errno = -struct.unpack_from("=i", data, body)[0]
-            raise OSError(errno, f"sock_diag: {os.strerror(errno)}")
-        if kind == SOCK_DIAG_BY_FAMILY and body + 4 + _SOCKID_LEN + _DIAG_TAIL.size <= len(data):
-            family, state = data[body], data[body + 1]
-            sport = struct.unpack_from("!H", data, body + 4)[0]
-            addr_len = 4 if family == socket.AF_INET else 16
-            src = _ip_from_bytes(data[body + 8: body + 8 + addr_len])
-            _exp, rqueue, wqueue, uid, inode = _DIAG_TAIL.unpack_from(data, body + 4 + _SOCKID_LEN)
-            records.append({"family": "ipv4" if family == socket.AF_INET else "ipv6",
-                            "state": TCP_STATES.get(state, str(state)), "local": format_endpoint(src, sport),
-                            "rqueue": rqueue, "wqueue": wqueue, "uid": uid, "inode": inode})
-        offset += (length + 3) & ~3
-    return records, done
-
-
-def listen_backlogs(timeout: float) -> dict[int, int] | None:
-    """{socket inode: backlog limit} for every TCP listener in qdiag's network
-    namespace, or None when sock_diag is unavailable."""
-    found: dict[int, int] = {}
-    try:
-        with socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, NETLINK_SOCK_DIAG) as sock:
-            sock.settimeout(timeout)
-            for seq, family in enumerate((socket.AF_INET, socket.AF_INET6), 1):
-                sock.sendto(sock_diag_request(family, 1 << TCP_LISTEN, seq), (0, 0))
-                done = False
-                while not done:
-                    records, done = parse_sock_diag(sock.recv(65536))
-                    for rec in records:
-                        found[rec["inode"]] = rec["wqueue"]
-    except (OSError, AttributeError):  # AttributeError: no AF_NETLINK (not Linux)
-        return None
-    return found
-
-
-# --------------------------------------------------------------------------
 # Reading one process.
 # --------------------------------------------------------------------------
 
 def _read_text(path: str, limit: int = 1 << 20) -> str | None:
     try:
-        with open(path, encoding="utf-8", errors="replace") as fh:
-            return fh.read(limit)
+        return read_proc(path, limit)
     except OSError:
         return None
-
-
-def _read_maps(path: str) -> str | None:
-    """Only the mapped file names that tell a runtime apart, bounded."""
-    keep = []
-    try:
-        with open(path, encoding="utf-8", errors="replace") as fh:
-            for number, line in enumerate(fh):
-                if number >= MAX_MAPS_LINES:
-                    break
-                if "libjvm" in line or "libpython" in line:
-                    keep.append(line.rstrip())
-    except OSError:
-        return None
-    return "\n".join(keep)
 
 
 def scan_fds(proc_root: str, pid: int) -> tuple[int | None, set[int] | None]:
     """(open fd count, socket inodes) from /proc/<pid>/fd; (None, None) if unreadable."""
-    fd_dir = f"{proc_root}/{pid}/fd"
     try:
-        names = os.listdir(fd_dir)
+        return socket_inodes(proc_root, pid, MAX_FD_LINKS)
     except OSError:
         return None, None
-    inodes = set()
-    for name in names[:MAX_FD_LINKS]:
-        try:
-            link = os.readlink(f"{fd_dir}/{name}")
-        except OSError:
-            continue
-        if link.startswith("socket:["):
-            inodes.add(int(link[8:-1]))
-    return len(names), inodes
-
-
-def parse_ctx_switches(status_text: str) -> tuple[int, int] | None:
-    """(voluntary, involuntary) context switches from a /proc/.../status text."""
-    found = {}
-    for line in status_text.splitlines():
-        if line.startswith(("voluntary_ctxt_switches:", "nonvoluntary_ctxt_switches:")):
-            key, _, value = line.partition(":")
-            found[key] = int(value)
-    if len(found) != 2:
-        return None
-    return found["voluntary_ctxt_switches"], found["nonvoluntary_ctxt_switches"]
 
 
 def read_ctx_switches(proc_root: str, pid: int) -> tuple[int, int] | None:
@@ -376,13 +150,11 @@ def describe(proc: psutil.Process, proc_root: str) -> tuple[dict, int | None]:
     limits_text = _read_text(f"{proc_root}/{pid}/limits")
     soft_nofile = parse_limits(limits_text).get("Max open files", (None, None))[0] if limits_text else None
     cgroup_text = _read_text(f"{proc_root}/{pid}/cgroup")
-    runtime = detect_runtime(info["name"], info["exe"], info["cmdline"])
-    if runtime is None:
-        runtime = detect_runtime(None, None, None, _read_maps(f"{proc_root}/{pid}/maps"))
+    runtime = process_runtime(proc_root, pid, info["name"], info["exe"], info["cmdline"])
     return {
-        "name": info["name"], "cmdline": _truncate(info["cmdline"]), "username": info["username"],
+        "name": info["name"], "cmdline": _truncate(command_line(info["cmdline"], full=True)), "username": info["username"],
         "create_time": info["create_time"], "runtime": runtime,
-        "cgroup": parse_cgroup(cgroup_text) if cgroup_text is not None else None,
+        "cgroup": cgroup_lines(parse_proc_cgroup(cgroup_text)) if cgroup_text is not None else None,
     }, soft_nofile
 
 
@@ -453,7 +225,7 @@ def _process_table() -> dict[int, dict]:
 
 def _select_targets(ctx, notes: list[str]) -> dict[int, dict]:
     limit = ctx.options["max_targets"]
-    selection = target_processes.select(ctx.targets, ctx.discovered, max_per_pattern=limit)
+    selection = target_processes.select(ctx.targets, ctx.discovered, max_per_pattern=limit, deadline=ctx.deadline)
     notes.extend(f"{note} (raise [probes.process] max_targets)" for note in selection.notes)
     notes.extend(f"--process '{pattern}' matched no running process" for pattern in selection.unmatched)
     targets = selection.targets
@@ -642,7 +414,9 @@ def _top(samples: list, own: set[int], ncpu: int, window_start_wall: float, targ
             info = psutil.Process(pid).as_dict(["name", "username", "cmdline"], ad_value=None)
         except psutil.NoSuchProcess:
             info = {"name": None, "username": None, "cmdline": None}
-        names[pid] = {"name": info["name"], "username": info["username"], "cmdline": _truncate(info["cmdline"])}
+        # Any process on the host: its secrets are not ours to ship; a target's flags and values are masked.
+        cmdline = _truncate(command_line(info["cmdline"], full=pid in targets))
+        names[pid] = {"name": info["name"], "username": info["username"], "cmdline": cmdline}
 
     def record(pid, cpu, rss):
         return {"pid": pid, **names[pid],

@@ -18,7 +18,6 @@ jcmd (paths of the tools).
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -26,7 +25,10 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from qdiag import target_processes
+from qdiag.endpoints import format_endpoint
+from qdiag.runtime import process_runtime
 from qdiag.probe import NotApplicable, ProbeError, Option, register
+from qdiag.redact import command_line
 
 from . import _threads_classify as tc
 from . import _threads_facts
@@ -78,6 +80,10 @@ def collect(ctx) -> dict:
         dead.fail("no-process", f"pid {pid} does not exist")
         procs.append(dead)
 
+    # What the kernel says every thread waits on, sampled all window beside the
+    # dumps: it needs no runtime support (Go, Node, C consumers too) and names
+    # the peer of a socket wait and whether a lock wait ever woke.
+    kernel = _start_kernel_sampler(ctx, [p for p in procs if p.proc is not None and not p.gone])
     live = [p for p in procs if p.error is None]
     if live:
         workers = ThreadPoolExecutor(max_workers=min(4, len(live)), thread_name_prefix="qdiag-threads")
@@ -96,9 +102,13 @@ def collect(ctx) -> dict:
         for p in live:
             p.finish()
 
+    waits = _finish_kernel_sampler(ctx, kernel)
+    for p in procs:
+        p.kernel = waits.get(p.pid)
     out["processes"] = [p.report() for p in procs]
+    out["kernel_sampling"] = kernel.status if kernel else "no process to sample"
     ctx.partial.update(out)
-    dumped = [p for p in procs if p.dumps]
+    dumped = [p for p in procs if p.dumps or p.kernel]
     if not dumped:
         failures = [p for p in procs if p.error]
         if failures and all(p.error_kind == "permission" for p in failures):
@@ -135,7 +145,7 @@ def _options(ctx) -> dict:
 
 
 def _resolve_targets(ctx, psutil, cap: int) -> tuple[list[dict], dict]:
-    selection = target_processes.select(ctx.targets, ctx.discovered)
+    selection = target_processes.select(ctx.targets, ctx.discovered, deadline=ctx.deadline)
     targets = [{"pid": pid, "via": selection.how(pid)} for pid in selection.targets]
     problems: dict = {}
     if len(targets) > cap:
@@ -155,30 +165,13 @@ def _resolve_targets(ctx, psutil, cap: int) -> tuple[list[dict], dict]:
 
 
 def _runtime(pid: int, proc, proc_root: str) -> str | None:
-    names = []
-    for getter in (lambda: proc.exe(), lambda: proc.name(), lambda: (proc.cmdline() or [""])[0]):
+    def get(read):
         try:
-            value = getter()
-        except Exception:
-            continue
-        if value:
-            names.append(os.path.basename(value).lower())
-    for name in names:
-        if re.match(r"^python(\d+(\.\d+)?)?[dmt]*$", name) or name.startswith("python3"):
-            return "python"
-        if name in ("java", "javaw"):
-            return "java"
-    # Embedded interpreters (uWSGI, PyInstaller bundles, custom launchers) show in the mapped libraries.
-    try:
-        with open(f"{proc_root}/{pid}/maps", "rb") as fh:
-            maps = fh.read(MAX_SOURCE_BYTES)
-    except OSError:
-        return None
-    if b"/libjvm.so" in maps:
-        return "java"
-    if re.search(rb"/libpython\d", maps):
-        return "python"
-    return None
+            return read()
+        except Exception:  # a field we may not read must not hide the others
+            return None
+
+    return process_runtime(proc_root, pid, get(proc.name), get(proc.exe), get(proc.cmdline))
 
 
 def _find_tool(configured, name: str, *extra_dirs: str) -> str | None:
@@ -236,6 +229,7 @@ class _Target:
         self.gone = False
         self.name = self.cmdline = self.runtime = self.user = None
         self.cpu_start = self.cpu_end = None
+        self.kernel: dict | None = None  # the kernel's wait attribution over the window
         self.connections: list[dict] = []
         self.proc = None
         self.lines = _SourceLines(self.pid, ctx.paths.proc)
@@ -244,7 +238,7 @@ class _Target:
             with self.proc.oneshot():
                 self.name = self.proc.name()
                 cmd = self.proc.cmdline()
-                self.cmdline = " ".join(cmd)[:CMDLINE_CHARS] if cmd else None
+                self.cmdline = " ".join(command_line(cmd, full=True))[:CMDLINE_CHARS] if cmd else None
                 try:
                     self.user = self.proc.username()
                 except (psutil.Error, KeyError):
@@ -257,8 +251,9 @@ class _Target:
             self.fail("permission", f"cannot read pid {self.pid}'s details (access denied): {tc.ATTACH_FIX}")
             return
         if self.runtime is None:
-            self.fail("unsupported", f"pid {self.pid} ({self.name or '?'}) is neither a Python nor a Java process; "
-                                     "thread dumps need one of those (py-spy for CPython, jcmd for a JVM)")
+            self.fail("unsupported", f"pid {self.pid} ({self.name or '?'}) is neither a Python nor a Java process: "
+                                     "no stacks (py-spy reads CPython, jcmd a JVM); what the kernel says its "
+                                     "threads wait on is still reported")
         elif self.runtime == "python":
             self.tool = _find_tool(opts["py_spy"], "py-spy", os.path.dirname(sys.executable))
             if self.tool is None:
@@ -300,7 +295,7 @@ class _Target:
         except Exception:
             conns = []
         listening = {c.laddr.port for c in conns if c.status == "LISTEN" and c.laddr}
-        self.connections = [{"raddr": _addr(c.raddr), "rport": c.raddr.port, "status": c.status,
+        self.connections = [{"raddr": format_endpoint(c.raddr.ip, c.raddr.port), "rport": c.raddr.port, "status": c.status,
                              "inbound": bool(c.laddr) and c.laddr.port in listening}
                             for c in conns if c.raddr]
 
@@ -415,6 +410,8 @@ class _Target:
             "dumps": len(self.dumps), "dump_offsets_s": [d["offset_s"] for d in self.dumps],
             "error": self.error, "notes": list(self.notes),
         }
+        if self.kernel is not None:
+            doc["kernel"] = self.kernel
         if not self.dumps:
             return doc
         per_thread, process_cpu = self._cpu_percent()
@@ -434,8 +431,41 @@ class _Target:
         return doc
 
 
-def _addr(a) -> str:
-    return f"[{a.ip}]:{a.port}" if ":" in a.ip else f"{a.ip}:{a.port}"
+# Seconds kept back from the deadline for the kernel sampler's summary.
+KERNEL_SUMMARY_RESERVE_S = 0.3
+
+
+class _KernelRun:
+    def __init__(self, sampler, status: str):
+        self.sampler = sampler
+        self.status = status
+
+
+def _start_kernel_sampler(ctx, procs: list) -> "_KernelRun | None":
+    if not procs:
+        return None
+    from . import _kernel_sampler
+
+    try:
+        sampler = _kernel_sampler.KernelSampler([p.pid for p in procs], broker_ports=_broker_ports(ctx.targets),
+                                                proc_root=ctx.paths.proc, clock=ctx.clock)
+    except OSError as exc:
+        return _KernelRun(None, f"unavailable: {exc}")
+    end = ctx.window_start + ctx.window_s
+    sampler.start(ctx.window_start, end, max(ctx.window_start, ctx.deadline - KERNEL_SUMMARY_RESERVE_S))
+    return _KernelRun(sampler, "sampled")
+
+
+def _finish_kernel_sampler(ctx, run: "_KernelRun | None") -> dict[int, dict]:
+    if run is None or run.sampler is None:
+        return {}
+    try:
+        # The dumps end with the window; the sampler ends there too.
+        if not run.sampler.join(max(0.0, ctx.remaining() - KERNEL_SUMMARY_RESERVE_S)):
+            run.status = "cut short by the probe's deadline"
+        return run.sampler.report()
+    finally:
+        run.sampler.close()
 
 
 def _broker_ports(targets) -> dict[str, set[int]]:

@@ -1,55 +1,165 @@
 """The command line, declared in one place.  Commands live in qdiag/commands/;
-this module only parses, dispatches, and turns errors into exit statuses."""
+this module only parses, dispatches, and turns errors into exit statuses.
+
+Every command writes through the Environment it is given (qdiag/environment.py),
+never through sys.stdout: `main(argv, env)` runs the whole CLI in-process
+against fake streams, which is how the tests run it."""
 
 from __future__ import annotations
 
 import logging
+import os
 import sys
+from contextlib import redirect_stderr, redirect_stdout
+from dataclasses import dataclass, field
+from enum import Enum
 from typing import Annotated, List, Optional
 
 import typer
-
+from typer.core import TyperCommand, TyperGroup
 
 from qdiag import __version__
-from qdiag.errors import exit_status
+from qdiag.environment import Environment
+from qdiag.errors import debug_traceback, exit_status
 from qdiag.exit_codes import ExitCode
+from qdiag.report.emit import ReportFormat
+
+
+
+def _quiet_flags(params: list) -> list:
+    """Flags take no value and arguments are named by their metavar: show no
+    Python type for either (typer would print `<bool>`, `<str>`)."""
+    for param in params:
+        if getattr(param, "is_flag", False) and param.metavar is None:
+            param.metavar = ""
+        elif param.param_type_name == "argument" and param.metavar:
+            param.display_type_rich = lambda ctx: None
+    return params
+
+
+class _Command(TyperCommand):
+    def get_params(self, ctx):
+        return _quiet_flags(super().get_params(ctx))
+
+
+class _Group(TyperGroup):
+    def get_params(self, ctx):
+        return _quiet_flags(super().get_params(ctx))
+
+
+CONTEXT = {"help_option_names": ["-h", "--help"]}
 
 app = typer.Typer(
     name="qdiag",
+    cls=_Group,
     help="Find out why a queue is backing up: Kafka lag, RabbitMQ depth, Redis streams and job lists, "
          "the consumers, their host and their dependencies, ranked into possible root causes.",
+    epilog="Examples:\n"
+           "  $ qdiag investigate\n"
+           "  $ qdiag investigate --rabbitmq http://user:pass@mq:15672 --queue orders\n"
+           "  $ qdiag snapshot -o incident.json.gz\n"
+           "  $ qdiag report incident.json.gz\n\n"
+           "Settings also come from QDIAG_* environment variables and qdiag.toml (see each command's --help). "
+           "Colour follows NO_COLOR and FORCE_COLOR. Exit codes: 0 when the output was produced, 3 on a "
+           "usage, configuration or probing error; check: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,
     pretty_exceptions_enable=False,
-    rich_markup_mode=None,
+    rich_markup_mode="rich",
+    context_settings=CONTEXT,
 )
-playbooks_app = typer.Typer(help="List or validate diagnosis playbooks.", no_args_is_help=True)
+playbooks_app = typer.Typer(help="List or validate diagnosis playbooks.", no_args_is_help=True, cls=_Group,
+                            rich_markup_mode="rich", context_settings=CONTEXT)
 app.add_typer(playbooks_app, name="playbooks")
 
-_STATE = {"debug": False, "argv": ["qdiag"]}
+
+@dataclass
+class Invocation:
+    """What every command gets through the click context's `obj`."""
+
+    env: Environment
+    argv: list[str] = field(default_factory=lambda: ["qdiag"])  # recorded in snapshots (redacted)
+    debug: bool = False
+    log_handler: logging.Handler | None = None
+
+
+def _invocation(ctx: typer.Context) -> Invocation:
+    return ctx.find_object(Invocation)
+
+
+class CheckFormat(str, Enum):
+    text = "text"
+    json = "json"
+
+
+class Verdict(str, Enum):
+    healthy = "healthy"
+    degraded = "degraded"
+
 
 # --- options shared by the commands that probe ------------------------------------------
-Kafka = Annotated[Optional[str], typer.Option("--kafka", help="Kafka bootstrap servers HOST:PORT[,HOST:PORT].", rich_help_panel="Targets")]
-Rabbit = Annotated[Optional[str], typer.Option("--rabbitmq", help="RabbitMQ: management API http(s)://user:pass@host:15672, or amqp://user:pass@host:5672/vhost.", rich_help_panel="Targets")]
-Redis = Annotated[Optional[str], typer.Option("--redis", help="Redis URL redis://[user:pass@]host:6379/db (rediss:// for TLS).", rich_help_panel="Targets")]
-Queues = Annotated[Optional[List[str]], typer.Option("--queue", help="Focus on this topic, queue, stream or list (repeatable).", rich_help_panel="Targets")]
-Groups = Annotated[Optional[List[str]], typer.Option("--group", help="Kafka consumer group or Redis stream group (repeatable).", rich_help_panel="Targets")]
-Pids = Annotated[Optional[List[int]], typer.Option("--pid", help="Consumer process id (repeatable).", rich_help_panel="Targets")]
-Processes = Annotated[Optional[List[str]], typer.Option("--process", help="Regex matched against command lines to find consumer processes (repeatable).", rich_help_panel="Targets")]
-Dependencies = Annotated[Optional[List[str]], typer.Option("--dependency", help="Downstream endpoint: http(s)://, tcp://host:port, postgres://, mysql://, redis://, amqp:// (repeatable).", rich_help_panel="Targets")]
-Logs = Annotated[Optional[List[str]], typer.Option("--log", help="Log file glob to scan for overflow messages (repeatable).", rich_help_panel="Targets")]
-Window = Annotated[Optional[float], typer.Option("--window", help="Sampling window in seconds [default: 5].", rich_help_panel="Run")]
-Timeout = Annotated[Optional[float], typer.Option("--timeout", help="Deadline for the whole run in seconds [default: 30].", rich_help_panel="Run")]
-ProbeTimeout = Annotated[Optional[float], typer.Option("--probe-timeout", help="Seconds each probe may take beyond the window (overrides probe defaults).", rich_help_panel="Run")]
-OnlyProbes = Annotated[Optional[List[str]], typer.Option("--probe", help="Run only this probe (repeatable); see 'qdiag probes'.", rich_help_panel="Run")]
-SkipProbes = Annotated[Optional[List[str]], typer.Option("--no-probe", help="Do not run this probe (repeatable).", rich_help_panel="Run")]
-NoAuto = Annotated[bool, typer.Option("--no-auto-detect", help="Do not look for brokers on this host's default ports.", rich_help_panel="Run")]
-Config = Annotated[Optional[str], typer.Option("--config", help="Config file [default: ./qdiag.toml, else ~/.config/qdiag/qdiag.toml].", rich_help_panel="Run")]
-Debug = Annotated[bool, typer.Option("--debug", help="Log to stderr and show tracebacks.", rich_help_panel="Run")]
-Format = Annotated[str, typer.Option("--format", "-f", help="Report format: text, json or markdown.", rich_help_panel="Output")]
-Output = Annotated[Optional[str], typer.Option("--output", "-o", help="Write the report to FILE instead of stdout.", rich_help_panel="Output")]
-Playbooks = Annotated[Optional[List[str]], typer.Option("--playbook", help="Extra playbook file; its rules add to or replace built-in ones (repeatable).", rich_help_panel="Diagnosis")]
-Baseline = Annotated[Optional[str], typer.Option("--baseline", help="Snapshot taken in normal times, to compare rates against.", rich_help_panel="Diagnosis")]
+# Help strings are rich markup: a literal "[" followed by a letter is written "\[".
+# envvar names the QDIAG_* variable qdiag/config.py reads for the same setting, so
+# that --help lists it; the value itself is read by config.py, which owns the
+# precedence (flag > variable > config file) and the comma-separated lists.
+T, R, O, D = "Targets", "Run", "Output", "Diagnosis"
+Kafka = Annotated[Optional[str], typer.Option("--kafka", metavar="HOST:PORT[,...]", envvar="QDIAG_KAFKA", rich_help_panel=T,
+                                              help="Kafka bootstrap servers.")]
+Rabbit = Annotated[Optional[str], typer.Option("--rabbitmq", metavar="URL", envvar="QDIAG_RABBITMQ", rich_help_panel=T,
+                                               help="RabbitMQ management API http(s)://user:pass@host:15672, "
+                                                    "or amqp(s)://user:pass@host:5672/vhost.")]
+Redis = Annotated[Optional[str], typer.Option("--redis", metavar="URL", envvar="QDIAG_REDIS", rich_help_panel=T,
+                                              help="Redis redis://\\[user:pass@]host:6379/db (rediss:// for TLS).")]
+Queues = Annotated[Optional[List[str]], typer.Option("--queue", metavar="NAME", envvar="QDIAG_QUEUES", rich_help_panel=T,
+                                                     help="Focus on this topic, queue, stream or list; RabbitMQ and "
+                                                          "Redis take globs (repeatable).")]
+Groups = Annotated[Optional[List[str]], typer.Option("--group", metavar="NAME", envvar="QDIAG_GROUPS", rich_help_panel=T,
+                                                     help="Kafka consumer group or Redis stream group (repeatable).")]
+# A process id is checked by config.py (one message for flag, variable and file).
+Pids = Annotated[Optional[List[str]], typer.Option("--pid", metavar="PID", envvar="QDIAG_PIDS", rich_help_panel=T,
+                                                   help="Consumer process id (repeatable).")]
+Processes = Annotated[Optional[List[str]], typer.Option("--process", metavar="REGEX", envvar="QDIAG_PROCESSES",
+                                                        rich_help_panel=T,
+                                                        help="Consumer processes whose command line matches (repeatable).")]
+Dependencies = Annotated[Optional[List[str]], typer.Option("--dependency", metavar="URL", envvar="QDIAG_DEPENDENCIES",
+                                                           rich_help_panel=T,
+                                                           help="Downstream endpoint: http(s)://, tcp://host:port, "
+                                                                "postgres://, mysql://, redis://, amqp:// (repeatable).")]
+Logs = Annotated[Optional[List[str]], typer.Option("--log", metavar="GLOB", envvar="QDIAG_LOGS", rich_help_panel=T,
+                                                   help="Log files to scan for overflow and rejection messages "
+                                                        "(repeatable).")]
+Window = Annotated[Optional[float], typer.Option("--window", metavar="SECONDS", envvar="QDIAG_WINDOW", rich_help_panel=R,
+                                                 help="Sampling window (default 5).")]
+Timeout = Annotated[Optional[float], typer.Option("--timeout", metavar="SECONDS", envvar="QDIAG_TIMEOUT", rich_help_panel=R,
+                                                  help="Deadline for the whole run; longer than the window (default 30).")]
+ProbeTimeout = Annotated[Optional[float], typer.Option("--probe-timeout", metavar="SECONDS", envvar="QDIAG_PROBE_TIMEOUT",
+                                                       rich_help_panel=R,
+                                                       help="Seconds every probe may take beyond the window "
+                                                            "(default: each probe's own, see 'qdiag probes').")]
+OnlyProbes = Annotated[Optional[List[str]], typer.Option("--probe", metavar="NAME", rich_help_panel=R,
+                                                         help="Run only this probe (repeatable); see 'qdiag probes'.")]
+SkipProbes = Annotated[Optional[List[str]], typer.Option("--no-probe", metavar="NAME", rich_help_panel=R,
+                                                         help="Do not run this probe (repeatable).")]
+NoAuto = Annotated[bool, typer.Option("--no-auto-detect", rich_help_panel=R,
+                                      help="Do not look for brokers on this host's default ports "
+                                           "(or QDIAG_AUTO_DETECT=false).")]
+Config = Annotated[Optional[str], typer.Option("--config", metavar="FILE", envvar="QDIAG_CONFIG", rich_help_panel=R,
+                                               help="Config file (default ./qdiag.toml, else "
+                                                    "~/.config/qdiag/qdiag.toml).")]
+Debug = Annotated[bool, typer.Option("--debug", rich_help_panel=R, help="Log to stderr and show tracebacks.")]
+Format = Annotated[ReportFormat, typer.Option("--format", "-f", rich_help_panel=O,
+                                              help="text for people, markdown for tickets, json for tools.")]
+Output = Annotated[Optional[str], typer.Option("--output", "-o", metavar="FILE", rich_help_panel=O,
+                                               help="Write the report to FILE (atomically); - for stdout.")]
+Ascii = Annotated[bool, typer.Option("--ascii", rich_help_panel=O,
+                                     help="Plain ASCII text even on a terminal (always so off a terminal).")]
+NoPager = Annotated[bool, typer.Option("--no-pager", rich_help_panel=O,
+                                       help="Do not page a long report on a terminal (or QDIAG_PAGER=cat).")]
+Playbooks = Annotated[Optional[List[str]], typer.Option("--playbook", metavar="FILE", rich_help_panel=D,
+                                                        help="Extra playbook; its rules add to or replace built-in "
+                                                             "ones (repeatable).")]
+Baseline = Annotated[Optional[str], typer.Option("--baseline", metavar="SNAPSHOT", rich_help_panel=D,
+                                                 help="A snapshot from normal times, to compare rates against.")]
 
 
 # Parameter names of the probing commands -> settings keys (qdiag/config.py).
@@ -59,34 +169,57 @@ _PROBE_FLAGS = {"kafka": "kafka", "rabbitmq": "rabbitmq", "redis": "redis", "que
                 "no_probe": "skip_probes", "config": "config", "debug": "debug"}
 
 
-def _settings(params: dict):
+def _settings(ctx: typer.Context, params: dict):
     """Settings from a probing command's parameters (its locals())."""
     from qdiag import config
 
+    run = _invocation(ctx)
     if params.get("debug"):
-        _enable_debug()
-    flags = {key: params[name] for name, key in _PROBE_FLAGS.items()}
+        _enable_debug(run)
+    # A value click took from a QDIAG_* variable is dropped here: config.py reads the
+    # same variable itself, with its own list syntax and precedence.
+    flags = {key: None if _from_environment(ctx, name) else params[name] for name, key in _PROBE_FLAGS.items()}
     flags["auto_detect"] = False if params.get("no_auto_detect") else None
-    return config.resolve(flags)
+    return config.resolve(flags, env=run.env.vars, cwd=run.env.working_dir)
 
 
-def _enable_debug() -> None:
-    _STATE["debug"] = True
-    handler = logging.StreamHandler(sys.stderr)
+def _from_environment(ctx: typer.Context, name: str) -> bool:
+    source = ctx.get_parameter_source(name)
+    return source is not None and source.name == "ENVIRONMENT"
+
+
+def _enable_debug(run: Invocation) -> None:
+    run.debug = True
+    if run.log_handler is not None:
+        return
+    handler = logging.StreamHandler(run.env.stderr)
     handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
     handler.addFilter(_RedactingFilter())
     root = logging.getLogger("qdiag")
     root.addHandler(handler)
     root.setLevel(logging.DEBUG)
+    run.log_handler = handler
+
+
+def _disable_debug(run: Invocation) -> None:
+    if run.log_handler is not None:
+        root = logging.getLogger("qdiag")
+        root.removeHandler(run.log_handler)
+        root.setLevel(logging.NOTSET)
+        run.log_handler = None
 
 
 class _RedactingFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
-        from qdiag.redact import Redactor
+        from qdiag.redact import mask_log_record
 
-        record.msg = Redactor()(record.getMessage())
-        record.args = ()
+        mask_log_record(record)  # message, traceback and the run's known secrets
         return True
+
+
+def _examples(*lines: str) -> str:
+    """An epilog of example command lines (typer keeps single line breaks in rich mode)."""
+    return "Examples:\n" + "\n".join(f"  $ {line}" for line in lines)
 
 
 @app.callback(invoke_without_command=True)
@@ -95,145 +228,237 @@ def _root(
     version: Annotated[bool, typer.Option("--version", help="Print the version and exit.")] = False,
     debug: Debug = False,
 ) -> None:
+    run = _invocation(ctx)
     if version:
-        print(f"qdiag {__version__}")
+        run.env.stdout.write(f"qdiag {__version__}\n")
         raise typer.Exit(0)
     if debug:
-        _enable_debug()
+        _enable_debug(run)
     if ctx.invoked_subcommand is None:
-        print(ctx.get_help())
+        run.env.stdout.write(ctx.get_help() + "\n")
 
 
-@app.command()
+def _presentation(ctx: typer.Context, ascii_only: bool, no_pager: bool) -> Environment:
+    env = _invocation(ctx).env
+    env.ascii_only = env.ascii_only or ascii_only
+    env.pager = env.pager and not no_pager
+    return env
+
+
+@app.command(cls=_Command, epilog=_examples(
+    "qdiag investigate",
+    "qdiag investigate --rabbitmq http://user:pass@mq:15672 --queue orders",
+    "qdiag investigate --kafka kafka-1:9092 --group billing --window 10",
+    "QDIAG_REDIS=redis://cache:6379/0 qdiag investigate --queue 'jobs:*'",
+    "qdiag investigate --pid 4242 -f markdown -o report.md",
+    "qdiag investigate --snapshot incident.json.gz --baseline normal.json.gz"))
 def investigate(
+    ctx: typer.Context,
     kafka: Kafka = None, rabbitmq: Rabbit = None, redis: Redis = None, queue: Queues = None, group: Groups = None,
     pid: Pids = None, process: Processes = None, dependency: Dependencies = None, log: Logs = None,
     window: Window = None, timeout: Timeout = None, probe_timeout: ProbeTimeout = None, probe: OnlyProbes = None,
     no_probe: SkipProbes = None, no_auto_detect: NoAuto = False, config: Config = None, debug: Debug = False,
-    format: Format = "text", output: Output = None, playbook: Playbooks = None, baseline: Baseline = None,
-    save: Annotated[Optional[str], typer.Option("--snapshot", help="Also save the snapshot this report was built from.", rich_help_panel="Output")] = None,
+    format: Format = ReportFormat.text, output: Output = None, ascii_only: Ascii = False, no_pager: NoPager = False,
+    playbook: Playbooks = None, baseline: Baseline = None,
+    save: Annotated[Optional[str], typer.Option("--snapshot", metavar="FILE", rich_help_panel=O,
+                                                help="Also save the snapshot this report was built from.")] = None,
 ) -> None:
     """Probe everything and print the ranked root-cause report."""
     from qdiag.commands import investigate as cmd
 
-    settings = _settings(locals())
-    cmd.run(settings, _STATE["argv"], fmt=format, output=output, playbooks=playbook or [], baseline=baseline,
-            save=save)
+    settings = _settings(ctx, locals())
+    run = _invocation(ctx)
+    cmd.run(_presentation(ctx, ascii_only, no_pager), settings, run.argv, fmt=format.value, output=output,
+            playbooks=playbook or [], baseline=baseline, save=save)
 
 
-@app.command()
+@app.command(cls=_Command, epilog=_examples(
+    "qdiag snapshot -o incident.json.gz",
+    "qdiag snapshot --group billing -o - | ssh ops 'cat > s.json.gz'",
+    "qdiag report incident.json.gz"))
 def snapshot(
+    ctx: typer.Context,
     kafka: Kafka = None, rabbitmq: Rabbit = None, redis: Redis = None, queue: Queues = None, group: Groups = None,
     pid: Pids = None, process: Processes = None, dependency: Dependencies = None, log: Logs = None,
     window: Window = None, timeout: Timeout = None, probe_timeout: ProbeTimeout = None, probe: OnlyProbes = None,
     no_probe: SkipProbes = None, no_auto_detect: NoAuto = False, config: Config = None, debug: Debug = False,
-    output: Annotated[Optional[str], typer.Option("--output", "-o", help="Snapshot file [default: qdiag-<host>-<UTC time>.json.gz].", rich_help_panel="Output")] = None,
+    output: Annotated[Optional[str], typer.Option("--output", "-o", metavar="FILE", rich_help_panel=O,
+                                                  help="Snapshot file, - for stdout "
+                                                       "(default qdiag-HOST-UTCTIME.json.gz).")] = None,
 ) -> None:
     """Record everything observed into one gzip JSON file (mode 0600) to attach to a ticket."""
     from qdiag.commands import snapshot as cmd
 
-    settings = _settings(locals())
-    cmd.run(settings, _STATE["argv"], output=output)
+    settings = _settings(ctx, locals())
+    run = _invocation(ctx)
+    cmd.run(run.env, settings, run.argv, output=output)
 
 
-@app.command()
+@app.command(cls=_Command, epilog=_examples(
+    "qdiag report incident.json.gz",
+    "qdiag report incident.json.gz -f markdown -o ticket.md",
+    "qdiag report - < incident.json.gz",
+    "qdiag report incident.json.gz --baseline normal.json.gz"))
 def report(
-    snapshot_file: Annotated[str, typer.Argument(metavar="SNAPSHOT", help="A file written by 'qdiag snapshot'.")],
-    format: Format = "text", output: Output = None, playbook: Playbooks = None, baseline: Baseline = None,
-    debug: Debug = False,
+    ctx: typer.Context,
+    snapshot_file: Annotated[str, typer.Argument(metavar="SNAPSHOT",
+                                                 help="A file written by 'qdiag snapshot', or - for stdin.")],
+    format: Format = ReportFormat.text, output: Output = None, ascii_only: Ascii = False, no_pager: NoPager = False,
+    playbook: Playbooks = None, baseline: Baseline = None, debug: Debug = False,
 ) -> None:
     """Re-render the report from a snapshot, anywhere, offline."""
     from qdiag.commands import report as cmd
 
+    run = _invocation(ctx)
     if debug:
-        _enable_debug()
-    cmd.run(snapshot_file, fmt=format, output=output, playbooks=playbook or [], baseline=baseline)
+        _enable_debug(run)
+    cmd.run(_presentation(ctx, ascii_only, no_pager), snapshot_file, fmt=format.value, output=output,
+            playbooks=playbook or [], baseline=baseline)
 
 
-@app.command()
+TH = "Thresholds"
+
+
+@app.command(cls=_Command, epilog=_examples(
+    "qdiag check --redis redis://cache:6379/0 --queue jobs --max-depth 1000",
+    "QDIAG_RABBITMQ=\"$API\" qdiag check --queue 'orders*' --min-consumers 1",
+    "qdiag check --queue orders --must-drain --wait 300 --junit junit.xml",
+    "qdiag check --kafka kafka-1:9092 --group billing --max-lag-seconds 120",
+    "qdiag check --policy thresholds.toml -f json"))
 def check(
+    ctx: typer.Context,
     kafka: Kafka = None, rabbitmq: Rabbit = None, redis: Redis = None, queue: Queues = None, group: Groups = None,
     pid: Pids = None, process: Processes = None, dependency: Dependencies = None, log: Logs = None,
     window: Window = None, timeout: Timeout = None, probe_timeout: ProbeTimeout = None, probe: OnlyProbes = None,
     no_probe: SkipProbes = None, no_auto_detect: NoAuto = False, config: Config = None, debug: Debug = False,
-    warn_depth: Annotated[Optional[float], typer.Option("--warn-depth", help="WARNING when a queue's depth (or total lag) is above N.", rich_help_panel="Thresholds")] = None,
-    max_depth: Annotated[Optional[float], typer.Option("--max-depth", help="CRITICAL when a queue's depth (or total lag) is above N.", rich_help_panel="Thresholds")] = None,
-    min_consumers: Annotated[Optional[float], typer.Option("--min-consumers", help="CRITICAL when a queue has fewer consumers.", rich_help_panel="Thresholds")] = None,
-    warn_fill: Annotated[Optional[float], typer.Option("--warn-fill", help="WARNING when a limited queue is fuller than RATIO (0..1).", rich_help_panel="Thresholds")] = None,
-    max_fill: Annotated[Optional[float], typer.Option("--max-fill", help="CRITICAL when a limited queue is fuller than RATIO (0..1).", rich_help_panel="Thresholds")] = None,
-    warn_lag_seconds: Annotated[Optional[float], typer.Option("--warn-lag-seconds", help="WARNING when the oldest waiting message is older than S.", rich_help_panel="Thresholds")] = None,
-    max_lag_seconds: Annotated[Optional[float], typer.Option("--max-lag-seconds", help="CRITICAL when the oldest waiting message is older than S.", rich_help_panel="Thresholds")] = None,
-    must_drain: Annotated[bool, typer.Option("--must-drain", help="CRITICAL unless every queue drains (rate out >= rate in, or depth falling).", rich_help_panel="Thresholds")] = False,
-    warn_score: Annotated[Optional[float], typer.Option("--warn-score", help="WARNING when a root cause scores above X (0..1).", rich_help_panel="Thresholds")] = None,
-    max_score: Annotated[Optional[float], typer.Option("--max-score", help="CRITICAL when a root cause scores above X (0..1).", rich_help_panel="Thresholds")] = None,
-    allow_cause: Annotated[Optional[List[str]], typer.Option("--allow-cause", help="Root-cause id that never fails the score check (repeatable).", rich_help_panel="Thresholds")] = None,
-    max_verdict: Annotated[Optional[str], typer.Option("--max-verdict", help="CRITICAL when the verdict is worse: healthy or degraded.", rich_help_panel="Thresholds")] = None,
-    policy: Annotated[Optional[str], typer.Option("--policy", help="TOML file with a [check] table of thresholds (per queue too).", rich_help_panel="Thresholds")] = None,
-    wait: Annotated[Optional[float], typer.Option("--wait", help="Re-check until every check passes or SECONDS have passed.", rich_help_panel="Run")] = None,
-    format: Annotated[str, typer.Option("--format", "-f", help="Output: text (with perfdata) or json.", rich_help_panel="Output")] = "text",
-    junit: Annotated[Optional[str], typer.Option("--junit", help="Also write JUnit XML (one testcase per check) to FILE.", rich_help_panel="Output")] = None,
+    warn_depth: Annotated[Optional[int], typer.Option("--warn-depth", metavar="N", min=0, rich_help_panel=TH,
+                                                      help="WARNING when a queue's depth (or total lag) is above N.")] = None,
+    max_depth: Annotated[Optional[int], typer.Option("--max-depth", metavar="N", min=0, rich_help_panel=TH,
+                                                     help="CRITICAL when a queue's depth (or total lag) is above N.")] = None,
+    min_consumers: Annotated[Optional[int], typer.Option("--min-consumers", metavar="N", min=0, rich_help_panel=TH,
+                                                         help="CRITICAL when a queue has fewer consumers.")] = None,
+    warn_fill: Annotated[Optional[float], typer.Option("--warn-fill", metavar="RATIO", min=0, max=1, rich_help_panel=TH,
+                                                       help="WARNING when a limited queue is fuller than RATIO.")] = None,
+    max_fill: Annotated[Optional[float], typer.Option("--max-fill", metavar="RATIO", min=0, max=1, rich_help_panel=TH,
+                                                      help="CRITICAL when a limited queue is fuller than RATIO.")] = None,
+    warn_lag_seconds: Annotated[Optional[float], typer.Option("--warn-lag-seconds", metavar="SECONDS", min=0,
+                                                              rich_help_panel=TH,
+                                                              help="WARNING when the oldest waiting message is "
+                                                                   "older.")] = None,
+    max_lag_seconds: Annotated[Optional[float], typer.Option("--max-lag-seconds", metavar="SECONDS", min=0,
+                                                             rich_help_panel=TH,
+                                                             help="CRITICAL when the oldest waiting message is "
+                                                                  "older.")] = None,
+    must_drain: Annotated[bool, typer.Option("--must-drain", rich_help_panel=TH,
+                                             help="CRITICAL unless every queue drains (rate out >= rate in, or "
+                                                  "depth falling).")] = False,
+    warn_score: Annotated[Optional[float], typer.Option("--warn-score", metavar="SCORE", min=0, max=1, rich_help_panel=TH,
+                                                        help="WARNING when a root cause scores above SCORE.")] = None,
+    max_score: Annotated[Optional[float], typer.Option("--max-score", metavar="SCORE", min=0, max=1, rich_help_panel=TH,
+                                                       help="CRITICAL when a root cause scores above SCORE.")] = None,
+    allow_cause: Annotated[Optional[List[str]], typer.Option("--allow-cause", metavar="CAUSE-ID", rich_help_panel=TH,
+                                                             help="Root cause that never fails the score check "
+                                                                  "(repeatable).")] = None,
+    max_verdict: Annotated[Optional[Verdict], typer.Option("--max-verdict", rich_help_panel=TH,
+                                                           help="CRITICAL when the verdict is worse than this.")] = None,
+    policy: Annotated[Optional[str], typer.Option("--policy", metavar="FILE", rich_help_panel=TH,
+                                                  help="TOML file with a \\[check] table of thresholds "
+                                                       "(per queue too).")] = None,
+    wait: Annotated[Optional[float], typer.Option("--wait", metavar="SECONDS", min=0, rich_help_panel=R,
+                                                  help="Re-check until every check passes or SECONDS have "
+                                                       "passed.")] = None,
+    format: Annotated[CheckFormat, typer.Option("--format", "-f", rich_help_panel=O,
+                                                help="text (a line per check, Nagios perfdata) or json.")] = CheckFormat.text,
+    junit: Annotated[Optional[str], typer.Option("--junit", metavar="FILE", rich_help_panel=O,
+                                                 help="Also write JUnit XML (one testcase per check).")] = None,
     playbook: Playbooks = None,
 ) -> int:
     """Run the probes with thresholds: exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN."""
     from qdiag.commands import check as cmd
 
-    settings = _settings(locals())
+    settings = _settings(ctx, locals())
     flags = {"warn_depth": warn_depth, "max_depth": max_depth, "min_consumers": min_consumers, "warn_fill": warn_fill,
              "max_fill": max_fill, "warn_lag_seconds": warn_lag_seconds, "max_lag_seconds": max_lag_seconds,
              "min_draining": True if must_drain else None, "warn_score": warn_score, "max_score": max_score,
-             "allow": allow_cause or [], "max_verdict": max_verdict}
-    return cmd.run(settings, _STATE["argv"], flags=flags, policy_file=policy, fmt=format, junit_file=junit,
+             "allow": allow_cause or [], "max_verdict": max_verdict.value if max_verdict else None}
+    run = _invocation(ctx)
+    return cmd.run(run.env, settings, run.argv, flags=flags, policy_file=policy, fmt=format.value, junit_file=junit,
                    wait_s=wait, rules_files=playbook or [])
 
 
-@app.command("probes")
-def list_probes() -> None:
-    """List the probes, what each needs and its default allowance beyond the window."""
-    from qdiag.probe import all_probes
+@app.command("probes", cls=_Command, epilog=_examples("qdiag probes", "qdiag probes | grep -A3 '^kafka'"))
+def list_probes(ctx: typer.Context) -> None:
+    """List the probes, what each needs, its default allowance beyond the window and its options."""
+    from qdiag.commands import probes as cmd
 
-    for probe in all_probes().values():
-        needs = ", ".join(probe.needs) if probe.needs else "always"
-        print(f"{probe.name:<14} needs: {needs:<22} +{probe.timeout_s:g}s  {probe.description}")
+    cmd.list_probes(_invocation(ctx).env)
 
 
-@playbooks_app.command("list")
-def playbooks_list(playbook: Playbooks = None) -> None:
+@playbooks_app.command("list", cls=_Command, epilog=_examples("qdiag playbooks list",
+                                                               "qdiag playbooks list --playbook ours.toml"))
+def playbooks_list(ctx: typer.Context, playbook: Playbooks = None) -> None:
     """Show the six steps and the rules in each (built-in plus --playbook files)."""
     from qdiag.commands import playbooks as cmd
 
-    cmd.list_rules(playbook or [])
+    cmd.list_rules(_invocation(ctx).env, playbook or [])
 
 
-@playbooks_app.command("validate")
+@playbooks_app.command("validate", cls=_Command, epilog=_examples("qdiag playbooks validate ours.toml",
+                                                                   "qdiag playbooks validate playbooks/*.toml"))
 def playbooks_validate(
+    ctx: typer.Context,
     files: Annotated[List[str], typer.Argument(metavar="FILE...", help="Playbook files to check.")],
 ) -> None:
     """Check playbook files; errors name file:line."""
     from qdiag.commands import playbooks as cmd
 
-    cmd.validate(files)
+    cmd.validate(_invocation(ctx).env, files)
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Entry point: run the CLI, map every failure to an exit status and one line."""
-    args = sys.argv[1:] if argv is None else list(argv)
-    _STATE["debug"] = "--debug" in args
-    _STATE["argv"] = ["qdiag", *args]  # recorded in snapshots (redacted)
+def _discard_stdout(env: Environment) -> None:
+    """After a broken pipe, send what is left of stdout nowhere, so the interpreter's last flush is quiet."""
     try:
-        result = app(args=args, prog_name="qdiag", standalone_mode=False)
+        fd = env.stdout.fileno()
+    except (AttributeError, OSError, ValueError):
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, fd)
+    os.close(devnull)
+
+
+def main(argv: list[str] | None = None, env: Environment | None = None) -> int:
+    """Entry point: run the CLI, map every failure to an exit status and one line.
+
+    `env` replaces the process's streams, variables and working directory (tests);
+    with `argv` given, the exit status is returned instead of exiting."""
+    args = sys.argv[1:] if argv is None else list(argv)
+    env = env or Environment()
+    run = Invocation(env=env, argv=["qdiag", *args], debug="--debug" in args)
+    try:
+        # Help and usage errors are printed by click itself, to sys.stdout/sys.stderr.
+        with redirect_stdout(env.stdout), redirect_stderr(env.stderr):
+            result = app(args=args, prog_name="qdiag", standalone_mode=False, obj=run)
         code = int(result) if isinstance(result, int) else ExitCode.OK
     except SystemExit as exc:  # typer.Exit inside callbacks
         code = exc.code if isinstance(exc.code, int) else ExitCode.OK
+    except BrokenPipeError:
+        # The reader went away (qdiag report s.json.gz | head): not qdiag's failure, nothing to say.
+        _discard_stdout(env)
+        code = ExitCode.OK
     except BaseException as exc:  # noqa: BLE001 - this is the one place that maps errors
         if type(exc).__name__ == "Exit" and hasattr(exc, "exit_code"):  # click's/typer's Exit
             code = exc.exit_code
         else:
             code, message = exit_status(exc)
-            if _STATE["debug"]:
-                import traceback
-
-                traceback.print_exc()
-            print(f"qdiag: error: {message}", file=sys.stderr)
+            if run.debug:
+                env.stderr.write(debug_traceback(exc))
+            env.stderr.write(f"qdiag: error: {message}\n")
+    finally:
+        _disable_debug(run)
+    try:
+        env.stdout.flush()
+    except BrokenPipeError:
+        _discard_stdout(env)
     if argv is None:
         sys.exit(int(code))
     return int(code)

@@ -37,7 +37,25 @@ class NothingProbed(QdiagError):
 
 
 def exit_status(exc: BaseException) -> tuple[ExitCode, str]:
-    """Map any exception to (exit status, one-line message). The only such mapping."""
+    """Map any exception to (exit status, one-line message). The only such mapping.
+
+    The message is masked like a snapshot (qdiag/redact.py): an error can quote
+    a URL, a config value or a library's message, and stderr ends up in
+    tickets and CI logs too."""
+    from qdiag.redact import scrub_message
+
+    code, message = _exit_status(exc)
+    return code, scrub_message(message)
+
+
+def debug_traceback(exc: BaseException) -> str:
+    """The traceback --debug prints, masked like the message."""
+    from qdiag.redact import format_exception
+
+    return format_exception(exc)
+
+
+def _exit_status(exc: BaseException) -> tuple[ExitCode, str]:
     if isinstance(exc, QdiagError):
         return exc.exit_code, exc.one_line()
     # Click's usage errors, duck-typed: typer ships either click itself or its own copy of it.

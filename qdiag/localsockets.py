@@ -4,24 +4,11 @@ process targets without --pid."""
 
 from __future__ import annotations
 
-import ipaddress
 from typing import Iterable
 
 import psutil
 
-
-def norm_ip(ip: str) -> str:
-    """'::ffff:127.0.0.1' -> '127.0.0.1'; '/127.0.0.1' (Kafka's member host) -> '127.0.0.1'."""
-    ip = ip.strip().lstrip("/").strip("[]")
-    if "%" in ip:  # fe80::1%eth0
-        ip = ip.split("%", 1)[0]
-    try:
-        addr = ipaddress.ip_address(ip)
-    except ValueError:
-        return ip
-    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped:
-        return str(addr.ipv4_mapped)
-    return str(addr)
+from qdiag.endpoints import norm_ip
 
 
 def _established() -> list:

@@ -121,7 +121,8 @@ SHARED_KEYS = {
                  "connections.remotes, selected_by, subject, gone",
     "top_processes": "the busiest processes on the host: pid, cpu_percent, is_target",
     "endpoints": "downstream endpoints timed: url, host, peers (ip:port), latency_ms, error_rate",
-    "thread_waits": "per consumer pid, where its threads wait: {pid: {peer ip:port: thread count}}",
+    "thread_waits": "per consumer pid, where its threads wait: {pid: {peer ip:port: thread-equivalents waiting "
+                    "there (threads x share of the window)}}",
 }
 
 

@@ -5,10 +5,21 @@ the broker side.  One selection, so the three probes agree on it."""
 from __future__ import annotations
 
 import os
-import re
+import time
 from dataclasses import dataclass, field
 
 import psutil
+
+from qdiag.regex_worker import RegexTimeout, search_all
+
+# --process patterns are the user's regexes: they run in a child process killed
+# after this long (qdiag/regex_worker.py), on command lines cut to this length
+# (a JVM's class path can be long; /proc allows megabytes).
+MATCH_BUDGET_S = 5.0
+MAX_CMDLINE_CHARS = 32 * 1024
+# Kept back from the caller's deadline, so that the note naming a slow pattern
+# is recorded before the runner gives up on the probe.
+_MARGIN_S = 0.3
 
 
 @dataclass
@@ -46,8 +57,26 @@ def _cpu_seconds(times) -> float:
     return (times.user + times.system) if times is not None else 0.0
 
 
-def select(targets, discovered: list[dict], *, max_per_pattern: int = 20) -> Selection:
-    """`targets` is the run's Targets; `discovered` the consumers found from the brokers."""
+def _match(patterns: tuple[str, ...], table: dict[int, dict], deadline: float,
+           selection: Selection) -> dict[str, list[int] | None]:
+    """pattern -> pids whose command line it matches; None for a pattern still
+    running at the deadline (it gets a note instead)."""
+    pids = list(table)
+    lines = [" ".join(table[pid]["cmdline"])[:MAX_CMDLINE_CHARS] for pid in pids]
+    try:
+        hits = search_all(patterns, lines, deadline=deadline)
+    except RegexTimeout as exc:
+        slow = patterns[exc.index:]
+        selection.notes.append(f"--process '{slow[0]}' did not finish matching {len(lines)} command lines before "
+                               "the deadline: it backtracks (nested repeats such as (a+)+); simplify it"
+                               + (f" ({len(slow) - 1} later pattern(s) not tried)" if len(slow) > 1 else ""))
+        hits = exc.partial + [None for _ in slow]
+    return {pattern: None if found is None else [pids[i] for i in found] for pattern, found in zip(patterns, hits)}
+
+
+def select(targets, discovered: list[dict], *, max_per_pattern: int = 20, deadline: float | None = None) -> Selection:
+    """`targets` is the run's Targets; `discovered` the consumers found from the brokers.
+    `deadline` (monotonic) bounds the --process regexes; MATCH_BUDGET_S from now by default."""
     selection = Selection()
 
     def add(pid: int, why: str) -> dict:
@@ -67,9 +96,13 @@ def select(targets, discovered: list[dict], *, max_per_pattern: int = 20) -> Sel
         for proc in psutil.process_iter(["cmdline", "cpu_times"], ad_value=None):
             if proc.pid not in family and proc.info["cmdline"]:  # kernel threads have no command line
                 table[proc.pid] = proc.info
+        budget_end = time.monotonic() + MATCH_BUDGET_S
+        deadline = budget_end if deadline is None else min(deadline - _MARGIN_S, budget_end)
+        matched = _match(tuple(targets.process_patterns), table, deadline, selection)
         for pattern in targets.process_patterns:
-            regex = re.compile(pattern)
-            matches = [pid for pid, info in table.items() if regex.search(" ".join(info["cmdline"]))]
+            matches = matched[pattern]
+            if matches is None:
+                continue  # unknown, not unmatched: noted by _match
             if not matches:
                 selection.unmatched.append(pattern)
                 continue

@@ -71,12 +71,16 @@ class Targets:
         return getattr(self, name, None)
 
     def secrets(self) -> set[str]:
+        """Passwords the user gave in URLs.  RabbitMQ's default `guest`, filled in
+        by qdiag when the URL has none, is public knowledge and no secret: masking
+        it would only mask the user `guest` in free text."""
         from qdiag.brokers import BROKERS
 
         found = set()
         for name in BROKERS:
-            password = getattr(self.broker(name), "password", None)
-            if password:
+            target = self.broker(name)
+            password = getattr(target, "password", None)
+            if password and _has_password(getattr(target, "url", "")):
                 found.add(password)
         for dep in self.dependencies:
             try:
@@ -97,10 +101,21 @@ class Targets:
         return bool(value)
 
 
+def _has_password(url: str) -> bool:
+    try:
+        return urlsplit(url).password is not None
+    except ValueError:
+        return True
+
+
 _HOSTPORT = re.compile(r"^(\[[0-9a-fA-F:]+\]|[A-Za-z0-9_.-]+):(\d{1,5})$")
 
 
 def parse_kafka(value: str) -> KafkaTarget:
+    if "@" in value:
+        # user:password@host: credentials have no place in a bootstrap list; never echo the value.
+        raise UsageError("--kafka: the bootstrap list holds credentials (user:password@), which it cannot use",
+                         "give HOST:PORT and put SASL credentials under [probes.kafka] sasl_username/sasl_password")
     servers = []
     for part in value.split(","):
         part = part.strip()
@@ -121,6 +136,11 @@ def _split_url(value: str, flag: str, example: str):
         parts = urlsplit(value)
         port = parts.port
     except ValueError as exc:
+        if "@" in value:
+            # urlsplit's message quotes the "port", which is then part of the password: never echo it.
+            raise UsageError(f"{flag}: '{_safe(value)}' is not a valid URL",
+                             "percent-encode / # ? @ inside credentials as %2F %23 %3F %40, "
+                             f"for example {flag} {example}") from None
         raise UsageError(f"{flag}: '{_safe(value)}' is not a valid URL ({exc})", f"for example {flag} {example}") from None
     if not parts.scheme or not parts.hostname:
         raise UsageError(f"{flag}: '{_safe(value)}' is not a URL", f"for example {flag} {example}")

@@ -29,6 +29,39 @@ import pytest
 
 RIG_DIR = Path(__file__).resolve().parent / "rig"
 RIG_HINT = "start the brokers with: bash tests/rig.sh"
+REPO = Path(__file__).resolve().parents[1]
+
+
+# --- Isolation from the developer's machine -----------------------------------------
+#
+# Every test runs with XDG_CONFIG_HOME (where qdiag looks for the user's config
+# first) in a fresh temporary directory, in another fresh temporary directory as
+# its working directory, and without the variables that change what qdiag does
+# or how it prints.  So a developer's ~/.config/qdiag/qdiag.toml, a ./qdiag.toml,
+# QDIAG_KAFKA or NO_COLOR in their shell cannot change a result, in-process or in
+# a subprocess.  HOME moves too, except for broker tests: the brokers' own tools
+# they run read their credentials there (rabbitmqctl's Erlang cookie).
+# PYTHONPATH points at this checkout so that `python -m qdiag` in a subprocess
+# runs the code under test, whatever the working directory.
+
+# QDIAG_* variables that steer the tests themselves, not qdiag.
+TEST_CONTROL_PREFIXES = ("QDIAG_RIG_", "QDIAG_BENCH", "QDIAG_UPDATE_GOLDEN", "QDIAG_PYTHON")
+PRESENTATION_VARIABLES = ("NO_COLOR", "FORCE_COLOR", "COLUMNS", "LINES", "PAGER", "LESS")
+
+
+@pytest.fixture(autouse=True)
+def isolated_from_the_user(request, tmp_path_factory, monkeypatch):
+    home = tmp_path_factory.mktemp("home")
+    if request.node.get_closest_marker("broker") is None:
+        monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(home / ".config"))
+    for name in list(os.environ):
+        if (name.startswith("QDIAG_") and not name.startswith(TEST_CONTROL_PREFIXES)) or name in PRESENTATION_VARIABLES:
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p))
+    monkeypatch.chdir(tmp_path_factory.mktemp("cwd"))
+    return home
+
 
 
 def _rig_port(name: str, default: int) -> int:
@@ -84,6 +117,22 @@ def redis_url() -> str:
     return f"redis://127.0.0.1:{port}/0"
 
 
+def _kafka_libs() -> Path:
+    # Same jar directory as tests/rig/common.sh: keyed on a hash of pom.xml.
+    state = Path(os.environ.get("QDIAG_RIG_DIR") or "/var/tmp/qdiag-rig")
+    pom_hash = hashlib.sha256((RIG_DIR / "pom.xml").read_bytes()).hexdigest()[:12]
+    libs = state / f"kafka-libs-{pom_hash}"
+    if not (libs / ".complete").is_file():
+        pytest.fail(f"the Kafka tool jars are not in {libs}; {RIG_HINT}", pytrace=False)
+    return libs
+
+
+@pytest.fixture(scope="session")
+def kafka_libs() -> Path:
+    """The directory of the Kafka jars the rig fetched (kafka-clients and its dependencies)."""
+    return _kafka_libs()
+
+
 @pytest.fixture(scope="session")
 def kafka_tools() -> str:
     """Path of tests/rig/kafka-consumer-groups: Kafka's own tool, for parity checks.
@@ -92,12 +141,7 @@ def kafka_tools() -> str:
     tests/rig/kafka-topics sits beside it.
     """
     wrapper = RIG_DIR / "kafka-consumer-groups"
-    # Same jar directory as tests/rig/common.sh: keyed on a hash of pom.xml.
-    state = Path(os.environ.get("QDIAG_RIG_DIR") or "/var/tmp/qdiag-rig")
-    pom_hash = hashlib.sha256((RIG_DIR / "pom.xml").read_bytes()).hexdigest()[:12]
-    libs = state / f"kafka-libs-{pom_hash}"
-    if not (libs / ".complete").is_file():
-        pytest.fail(f"the Kafka tool jars are not in {libs}; {RIG_HINT}", pytrace=False)
+    _kafka_libs()
     if not os.access(wrapper, os.X_OK):
         pytest.fail(f"{wrapper} is not executable; {RIG_HINT}", pytrace=False)
     return str(wrapper)

@@ -13,7 +13,7 @@
 #
 # Installs, when missing: the qdiag package with its test extra (pip -e), the
 # Debian packages redis-server and rabbitmq-server (and maven / a JRE if
-# absent), the rabbitmq_management plugin, and the Kafka jars from Maven
+# absent), the rabbitmq_management and rabbitmq_prometheus plugins, and the Kafka jars from Maven
 # Central (tests/rig/pom.xml), cached under $QDIAG_RIG_DIR.
 #
 # Environment (all optional):
@@ -67,8 +67,12 @@ ensure_debian_packages() {
     local missing=()
     if wants redis && ! installed redis-server; then missing+=(redis-server); fi
     if wants rabbitmq && ! installed rabbitmq-server; then missing+=(rabbitmq-server); fi
-    if wants kafka && ! command -v java >/dev/null; then missing+=(openjdk-17-jre-headless); fi
+    # The JDK, not only the JRE: jcmd dumps Java consumers, javac builds the Java scenario consumer.
+    if wants kafka && ! command -v javac >/dev/null; then missing+=(openjdk-17-jdk-headless); fi
     if wants kafka && ! command -v mvn >/dev/null; then missing+=(maven); fi
+    # The report's first-screen test runs qdiag on a real 80x24 terminal, paged.
+    if ! command -v tmux >/dev/null; then missing+=(tmux); fi
+    if ! command -v less >/dev/null; then missing+=(less); fi
     ((${#missing[@]})) || return 0
     local log="$QDIAG_RIG_DIR/apt.log"
     say "installing Debian packages: ${missing[*]} (log: $log)"
@@ -141,14 +145,17 @@ launch_rabbitmq() {
     if answers 127.0.0.1 "$QDIAG_RIG_RABBITMQ_AMQP_PORT" || answers 127.0.0.1 "$QDIAG_RIG_RABBITMQ_HTTP_PORT"; then
         running=1
     fi
-    if ! grep -qw rabbitmq_management /etc/rabbitmq/enabled_plugins 2>/dev/null; then
-        say "rabbitmq: enabling the rabbitmq_management plugin"
-        if ((running)); then
-            rabbitmq-plugins -q enable rabbitmq_management >/dev/null
-        else
-            rabbitmq-plugins -q enable --offline rabbitmq_management >/dev/null
+    # rabbitmq_prometheus: the probe lists every queue from it on large brokers (tests/brokers/test_rabbitmq_listing.py).
+    for plugin in rabbitmq_management rabbitmq_prometheus; do
+        if ! grep -qw "$plugin" /etc/rabbitmq/enabled_plugins 2>/dev/null; then
+            say "rabbitmq: enabling the $plugin plugin"
+            if ((running)); then
+                rabbitmq-plugins -q enable "$plugin" >/dev/null
+            else
+                rabbitmq-plugins -q enable --offline "$plugin" >/dev/null
+            fi
         fi
-    fi
+    done
     if ((running)); then
         say "rabbitmq: already answering on 127.0.0.1:$QDIAG_RIG_RABBITMQ_AMQP_PORT"
         return 0

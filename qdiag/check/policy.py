@@ -19,18 +19,13 @@
 from __future__ import annotations
 
 import re
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
+from qdiag.config import parse_toml
 from qdiag.diagnosis.taxonomy import CAUSES
 from qdiag.errors import ConfigError, UsageError
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
 
 
 @dataclass(frozen=True)
@@ -176,11 +171,14 @@ def from_file(path: Path) -> Policy:
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"cannot read policy file {path}: {getattr(exc, 'strerror', None) or exc}",
                           "check the --policy path") from None
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not valid TOML: {exc}", "fix the syntax at that line") from None
+    data = parse_toml(text, str(path))  # bad syntax or nesting: one error naming the file
     table = data.get("check", data)
+    return from_table(table, lambda key: f"{path}:{_line_of(text, key)}")
+
+
+def from_config_section(table: Mapping[str, Any], path: str | None) -> Policy:
+    """The [check] table of the config file at `path`; errors name `path:line`."""
+    text = Path(path).read_text(encoding="utf-8") if path else ""
     return from_table(table, lambda key: f"{path}:{_line_of(text, key)}")
 
 

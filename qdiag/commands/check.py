@@ -6,20 +6,22 @@ Exit codes follow monitoring plugins: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN.
 from __future__ import annotations
 
 import json
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
+from qdiag import outputs
 from qdiag.check import evaluate as ev
 from qdiag.check import junit, policy as pol
-from qdiag.commands.collect import collect, lower_priority
+from qdiag.collect import collect, lower_priority
 from qdiag.config import Settings
+from qdiag.environment import Environment
 from qdiag.errors import UsageError
+from qdiag.inputs import load_rules
 from qdiag.report.build import build_report
-from qdiag.snapshot import write_atomic
 
 SCHEMA = "qdiag.check/1"
+FORMATS = ("text", "json")
 # --wait re-checks no more often than this, whatever the window.
 MIN_RETRY_INTERVAL_S = 1.0
 
@@ -28,9 +30,7 @@ def load_policy(settings: Settings, policy_file: str | None, flags: dict[str, An
     if policy_file:
         policy = pol.from_file(Path(policy_file))
     elif "check" in settings.sections:
-        path = settings.config_file
-        text = Path(path).read_text(encoding="utf-8") if path else ""
-        policy = pol.from_table(settings.sections["check"], lambda key: f"{path}:{pol._line_of(text, key)}")
+        policy = pol.from_config_section(settings.sections["check"], settings.config_file)
     else:
         policy = pol.Policy()
     policy = pol.merge_flags(policy, flags)
@@ -41,7 +41,7 @@ def load_policy(settings: Settings, policy_file: str | None, flags: dict[str, An
 
 
 def run_once(settings: Settings, argv: list[str], policy: pol.Policy, rules: list) -> tuple[list[ev.CheckResult], dict]:
-    doc = collect(settings, argv, progress=False)
+    doc = collect(settings, argv)
     report = build_report(doc, rules)
     return ev.evaluate(report, doc, policy, settings.targets.queues), report
 
@@ -55,22 +55,19 @@ def render_text(results: list[ev.CheckResult], status: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def run(settings: Settings, argv: list[str], *, flags: dict[str, Any], policy_file: str | None, fmt: str,
-        junit_file: str | None, wait_s: float | None, rules_files: list[str]) -> int:
-    from qdiag.commands.report import load_rules
-
-    if fmt not in ("text", "json"):
+def run(env: Environment, settings: Settings, argv: list[str], *, flags: dict[str, Any], policy_file: str | None,
+        fmt: str, junit_file: str | None, wait_s: float | None, rules_files: list[str]) -> int:
+    if fmt not in FORMATS:
         raise UsageError(f"--format {fmt!r} is not known for check", "use text or json")
     if wait_s is not None and wait_s < 0:
         raise UsageError(f"--wait {wait_s:g} must not be negative", "give seconds, e.g. --wait 300")
-    if junit_file and not Path(junit_file).resolve().parent.is_dir():
-        raise UsageError(f"--junit {junit_file}: its directory does not exist", "create it or choose another path")
+    outputs.check_writable(junit_file, "--junit", "qdiag-junit.xml")
     policy = load_policy(settings, policy_file, flags)
     rules = load_rules(rules_files)
     lower_priority()
     began = time.monotonic()
     attempts = 0
-    show_progress = sys.stderr.isatty()
+    show_progress = bool(env.stderr_isatty)
     while True:
         attempts += 1
         results, report = run_once(settings, argv, policy, rules)
@@ -80,22 +77,23 @@ def run(settings: Settings, argv: list[str], *, flags: dict[str, Any], policy_fi
             break
         if show_progress:
             failing = [r for r in results if r.status != ev.OK]
-            print(f"\r[{time.monotonic() - began:5.0f}s/{wait_s:g}s] {status}: {failing[0].message[:100]}",
-                  end="", file=sys.stderr, flush=True)
+            env.stderr.write(f"\r[{time.monotonic() - began:5.0f}s/{wait_s:g}s] {status}: {failing[0].message[:100]}")
+            env.stderr.flush()
         time.sleep(min(MIN_RETRY_INTERVAL_S, max(0.0, remaining)))
     if show_progress and attempts > 1:
-        print(file=sys.stderr)
+        env.stderr.write("\n")
     elapsed = time.monotonic() - began
-    if junit_file:
-        write_atomic(Path(junit_file), junit.to_xml(results, elapsed, report.get("host") or ""), mode=0o644)
     code = ev.STATUS_CODE[status]
     if fmt == "json":
         doc = {"schema": SCHEMA, "status": status, "exit_code": int(code), "attempts": attempts,
                "elapsed_s": round(elapsed, 3), "checks": [r.as_dict() for r in results],
                "verdict": report.get("verdict"),
                "probes": report.get("probes")}
-        sys.stdout.write(json.dumps(doc, indent=2) + "\n")
+        env.stdout.write(json.dumps(doc, indent=2) + "\n")
     else:
-        sys.stdout.write(render_text(results, status))
+        env.stdout.write(render_text(results, status))
+    env.stdout.flush()
+    if junit_file:
+        # Written after the results are shown: a failed write must not hide them.
+        outputs.write_text(env, junit_file, junit.to_xml(results, elapsed, report.get("host") or "").decode("utf-8"))
     return int(code)
-

@@ -4,26 +4,31 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from qdiag import snapshot as snap
-from qdiag.commands.collect import anything_probed, collect, lower_priority
-from qdiag.commands.output import emit_report
-from qdiag.commands.report import load_baseline, load_rules
-from qdiag.commands.snapshot import check_snapshot_path
+from qdiag import outputs, snapshot as snap
+from qdiag.collect import anything_probed, collect, lower_priority
 from qdiag.config import Settings
+from qdiag.environment import Environment
 from qdiag.errors import NothingProbed
+from qdiag.inputs import load_baseline, load_rules
 from qdiag.report.build import build_report
+from qdiag.report.emit import emit_report
 
 
-def run(settings: Settings, argv: list[str], *, fmt: str, output: str | None, playbooks: list[str],
-        baseline: str | None, save: str | None = None) -> None:
-    rules = load_rules(playbooks)  # a bad playbook fails before minutes of probing, not after
-    base = load_baseline(baseline)
-    if save:
-        check_snapshot_path(save)
+def run(env: Environment, settings: Settings, argv: list[str], *, fmt: str, output: str | None,
+        playbooks: list[str], baseline: str | None, save: str | None = None) -> None:
+    # Everything that can be wrong with the inputs and outputs fails now, not after minutes of probing.
+    outputs.check_writable(output, "--output", "report.md")
+    outputs.check_writable(save, "--snapshot", "incident.json.gz")
+    rules = load_rules(playbooks)
+    base = load_baseline(env, baseline)
     lower_priority()
-    doc = collect(settings, argv)
+    doc = collect(settings, argv, progress=env.stderr if env.stderr_isatty else None,
+                  color=env.color(env.stderr_isatty))
     if save:
-        snap.save(doc, Path(save))
-    emit_report(build_report(doc, rules, base), fmt, output)
+        if outputs.is_stdout(save):
+            outputs.write_bytes(env, save, snap.dumps(doc), mode=0o600, what="the snapshot")
+        else:
+            snap.save(doc, Path(save))
+    emit_report(env, build_report(doc, rules, base), fmt, output)
     if not anything_probed(doc):
         raise NothingProbed("no probe produced data", "see the probe table above for why each one failed")

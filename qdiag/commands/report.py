@@ -1,24 +1,21 @@
-"""qdiag report SNAPSHOT: the same report, offline."""
+"""qdiag report SNAPSHOT: the same report, offline (`-` reads the snapshot from standard input)."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
-from qdiag import snapshot as snap
-from qdiag.commands.output import emit_report
-from qdiag.diagnosis import playbook
+from qdiag import outputs
+from qdiag.environment import Environment
+from qdiag.errors import UsageError
+from qdiag.inputs import load_baseline, load_rules, load_snapshot
 from qdiag.report.build import build_report
+from qdiag.report.emit import emit_report
 
 
-def load_rules(extra: list[str]) -> list:
-    return playbook.load([Path(p) for p in extra])
-
-
-def load_baseline(path: str | None) -> dict | None:
-    return snap.load(Path(path)) if path else None
-
-
-def run(snapshot_path: str, *, fmt: str, output: str | None, playbooks: list[str], baseline: str | None) -> None:
+def run(env: Environment, snapshot_path: str, *, fmt: str, output: str | None, playbooks: list[str],
+        baseline: str | None) -> None:
+    if snapshot_path == baseline == "-":
+        raise UsageError("the snapshot and --baseline cannot both come from standard input", "give one as a file")
+    outputs.check_writable(output, "--output", "report.md")
     rules = load_rules(playbooks)
-    doc = snap.load(Path(snapshot_path))
-    emit_report(build_report(doc, rules, load_baseline(baseline)), fmt, output)
+    base = load_baseline(env, baseline)
+    doc = load_snapshot(env, snapshot_path)
+    emit_report(env, build_report(doc, rules, base), fmt, output)

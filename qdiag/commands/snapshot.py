@@ -2,34 +2,33 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
-from qdiag import snapshot as snap
-from qdiag.commands.collect import anything_probed, collect, lower_priority
+from qdiag import outputs, snapshot as snap
+from qdiag.collect import anything_probed, collect, lower_priority
 from qdiag.config import Settings
+from qdiag.environment import Environment
 from qdiag.errors import NothingProbed, UsageError
 
 
-def check_snapshot_path(output: str) -> None:
-    """Fail before probing, not after, when the snapshot could not be written."""
-    target = Path(output)
-    if target.is_dir():
-        raise UsageError(f"{output} is a directory", "give a file name, e.g. incident.json.gz")
-    parent = target.parent if str(target.parent) else Path(".")
-    if not parent.is_dir():
-        raise UsageError(f"{output}: directory {parent} does not exist", "create it or choose another path")
-
-
-def run(settings: Settings, argv: list[str], *, output: str | None) -> None:
-    if output:
-        check_snapshot_path(output)
+def run(env: Environment, settings: Settings, argv: list[str], *, output: str | None) -> None:
+    to_stdout = output == outputs.STDOUT
+    if to_stdout and env.stdout_isatty:
+        raise UsageError("refusing to write the snapshot (gzip) to a terminal", "redirect it: qdiag snapshot -o - > FILE")
+    outputs.check_writable(output, "--output", "incident.json.gz")
     lower_priority()
-    doc = collect(settings, argv)
-    path = Path(output) if output else Path(snap.default_filename(doc))
-    snap.save(doc, path)
-    print(str(path))
+    doc = collect(settings, argv, progress=env.stderr if env.stderr_isatty else None,
+                  color=env.color(env.stderr_isatty))
     ok = sum(1 for p in doc["probes"] if p["status"] == "ok")
-    print(f"{ok} of {len(doc['probes'])} probes ok; re-render with: qdiag report {path}", file=sys.stderr)
+    if to_stdout:
+        outputs.write_bytes(env, output, snap.dumps(doc), mode=0o600, what="the snapshot")
+        env.stderr.write(f"{ok} of {len(doc['probes'])} probes ok; re-render with: qdiag report FILE\n")
+        where = "the snapshot on standard output"
+    else:
+        path = Path(output) if output else Path(snap.default_filename(doc))
+        snap.save(doc, path)
+        env.stdout.write(f"{path}\n")
+        env.stderr.write(f"{ok} of {len(doc['probes'])} probes ok; re-render with: qdiag report {path}\n")
+        where = f"the snapshot {path}"
     if not anything_probed(doc):
-        raise NothingProbed("no probe produced data", f"the snapshot {path} still records why each one failed")
+        raise NothingProbed("no probe produced data", f"{where} still records why each one failed")

@@ -32,6 +32,9 @@ EXPLAINED_BY = {
     # A consumer spinning through redeliveries of the same messages is busy on
     # CPU because of them: the hot loop follows from the poison messages.
     "slow-consumer-logic": ("poison-message",),
+    # Commits that stall while the consumer's threads wait on a downstream
+    # service are that service's slowness seen from the broker.
+    "consumer-stuck": ("slow-dependency", "dependency-failure"),
 }
 DEMOTION = 0.9
 # Subjects the user did not point at (queues a probe reported for context while
@@ -57,7 +60,10 @@ def _strength(rule: Rule, facts: dict) -> float:
 
 
 def evaluate(rules: list[Rule], snapshot: dict, baseline: dict | None = None) -> list[Hit]:
-    all_subjects: list[Subject] = list(subjects(snapshot, baseline))
+    return evaluate_subjects(rules, list(subjects(snapshot, baseline)))
+
+
+def evaluate_subjects(rules: list[Rule], all_subjects: list[Subject]) -> list[Hit]:
     hits = []
     for rule in rules:
         for subject in all_subjects:
@@ -204,23 +210,79 @@ def _why_nothing(number: int, statuses: dict) -> str:
     return "skipped: no data" + (" (" + "; ".join(reasons) + ")" if reasons else "")
 
 
-def verdict(snapshot: dict, queues: list[dict], causes: list[dict]) -> str:
-    if not any(p.get("status") == "ok" for p in snapshot.get("probes", [])):
-        return "unknown"
+def assess(snapshot: dict, queues: list[dict], causes: list[dict], shared: dict | None = None) -> dict[str, Any]:
+    """The verdict and, when it is not plain, why: {"verdict", "reasons"}.
+
+    healthy:  the queues in focus were measured over the window, every probe
+              that ran answered, and nothing scored;
+    unknown:  nothing was observed, a queue or group the user named was found on
+              no broker probed, a queue in focus was not measured, or a probe
+              failed, and no cause was found either: the engineer must not stop
+              looking because qdiag saw nothing;
+    critical: a queue in focus is full, rejecting, at risk, or backing up with
+              no consumer, or its consumers are absent;
+    degraded: otherwise, when something backs up or a cause scored."""
+    shared = shared or {}
+    probes = snapshot.get("probes", [])
+    if not any(p.get("status") == "ok" for p in probes):
+        return {"verdict": "unknown", "reasons": ["no probe produced data: " + "; ".join(
+            f"{p.get('name')}: {p.get('error') or p.get('status')}" for p in probes) if probes else "no probe ran"]}
     # The queues the user named decide the verdict; the others are context.
     focus = {queue_subject(r): in_focus(r, snapshot) for r in queue_records(snapshot)}
     queues = [q for q in queues if focus.get(q.get("subject"), True)]
     causes = [c for c in causes if not c.get("out_of_focus")]
     backing = [q for q in queues if q.get("backing_up")]
+    symptoms = shared.get("symptoms") or []
     for q in queues:
         status = str(q.get("status") or "").lower()
         fill = q.get("fill_ratio")
         if status in ("full", "rejecting") or (isinstance(fill, (int, float)) and fill >= 0.99) or q.get("data_at_risk"):
-            return "critical"
+            return {"verdict": "critical", "reasons": []}
         if q.get("backing_up") and q.get("consumers") == 0:
-            return "critical"
+            return {"verdict": "critical", "reasons": []}
     if any(c["id"] in ("consumers-absent", "queue-limit-reached") and c["score"] >= 0.6 for c in causes):
-        return "critical"
-    if not backing and not any(c["score"] >= SCORE_FLOOR for c in causes):
-        return "healthy"
-    return "degraded"
+        return {"verdict": "critical", "reasons": []}
+    if backing or symptoms or any(c["score"] >= SCORE_FLOOR for c in causes):
+        return {"verdict": "degraded", "reasons": [_symptom_text(s) for s in symptoms]}
+    reasons = _blind_spots(snapshot, queues)
+    return {"verdict": "unknown" if reasons else "healthy", "reasons": reasons}
+
+
+def _symptom_text(symptom: dict) -> str:
+    where = f" (last at {symptom['where']})" if symptom.get("where") else ""
+    return f"{symptom.get('count')} log line(s) say work is piling up: {symptom.get('id')}{where}"
+
+
+def _blind_spots(snapshot: dict, queues_in_focus: list[dict]) -> list[str]:
+    """What keeps a run that found nothing from calling the system healthy."""
+    targets = (snapshot.get("settings") or {}).get("targets") or {}
+    records = queue_records(snapshot)
+    probes = snapshot.get("probes", [])
+    reasons = []
+    for pattern in targets.get("queues") or []:
+        if not any(in_focus(r, {"settings": {"targets": {"queues": [pattern]}}}) for r in records):
+            reasons.append(f"queue '{pattern}' was found on none of the brokers probed ({_brokers_probed(probes)}): "
+                           "check the name, or give the broker it lives on")
+    for group in targets.get("groups") or []:
+        if not any(r.get("group") == group for r in records):
+            reasons.append(f"group '{group}' was found on none of the brokers probed ({_brokers_probed(probes)}): "
+                           "check the name")
+    if not records:
+        reasons.append("no queue was observed: give the broker (--kafka, --rabbitmq or --redis) and --queue, "
+                       "or the consumer (--pid/--process) and its --log")
+    for q in queues_in_focus:
+        if str(q.get("status") or "unknown") == "unknown":
+            why = q.get("status_reason") or q.get("note") or "its figures were not settled over the window"
+            reasons.append(f"{q.get('subject')} was not measured: {why}")
+    for p in probes:
+        if p.get("status") in ("error", "timeout"):
+            reasons.append(f"the {p.get('name')} probe {'timed out' if p.get('status') == 'timeout' else 'failed'}: "
+                           f"{p.get('error') or p.get('status')}")
+    return reasons
+
+
+def _brokers_probed(probes: list[dict]) -> str:
+    from qdiag.brokers import BROKERS
+
+    ran = [p.get("name") for p in probes if p.get("name") in BROKERS and p.get("status") == "ok"]
+    return ", ".join(ran) or "none"

@@ -20,8 +20,9 @@ qdiag/probe.py), and this module only joins what probes share:
   lists for context are not, and rank after them.
 
 The facts every subject carries (`shared`): `backlog_any`, `backlog_in_focus`,
-`backlog_or_unknown`, `queues_backing_up`, `queues_known`, plus each probe's
-context facts (the host's, under "host").
+`backlog_or_unknown`, `queues_backing_up`, `queues_known`, `symptoms` (backlogs
+seen without a broker, e.g. "queue full" in a log: they count as a backlog in
+focus), plus each probe's context facts (the host's, under "host").
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterator
 
 from qdiag import brokers
+from qdiag.endpoints import port_of
 from qdiag.probe import TROUBLE_STATUSES, Probe, all_probes, common_status
 
 # Seconds of work at the current consume rate that still count as messages in flight.
@@ -46,14 +48,6 @@ class Subject:
 
 def num(value: Any) -> float | None:
     return value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
-
-
-def port_of(address: str) -> int | None:
-    """The port of "ip:port" or "[ip]:port"."""
-    try:
-        return int(str(address).rsplit(":", 1)[1])
-    except (IndexError, ValueError):
-        return None
 
 
 def probe_observations(snapshot: dict, name: str) -> dict | None:
@@ -309,7 +303,7 @@ def _waits(thread_waits: dict, processes: list[dict], endpoints: list[dict], bro
     for pid, peers in thread_waits.items():
         remotes = set(((next((p for p in processes if p.get("pid") == pid), {}) .get("connections")) or {})
                       .get("remotes") or {})
-        counts: dict[str, int] = {}
+        counts: dict[str, float] = {}
         for peer, threads in (peers or {}).items():
             if peer and port_of(peer) in broker_ports:
                 continue
@@ -318,7 +312,7 @@ def _waits(thread_waits: dict, processes: list[dict], endpoints: list[dict], bro
                 matches = [e for e in endpoints if remotes & set(e.get("peers") or [])]
             if len(matches) == 1:
                 url = matches[0].get("url")
-                counts[url] = counts.get(url, 0) + int(threads or 0)
+                counts[url] = counts.get(url, 0) + float(threads or 0)
         if counts:
             url = max(counts, key=lambda u: counts[u])
             out[pid] = {"url": url, "threads": counts[url]}
@@ -392,14 +386,24 @@ def join(snapshot: dict, baseline_snapshot: dict | None = None) -> tuple[Joined,
         # no way to know of one, and they run on the consumer's evidence alone.
         "backlog_or_unknown": backlog_in_focus or not queues,
     })
+    symptoms: list[dict] = []
     for probe, obs in contributors:
         if probe.diagnosis.context:
-            joined.shared.update(probe.diagnosis.context(obs, joined) or {})
+            context = dict(probe.diagnosis.context(obs, joined) or {})
+            symptoms += context.pop("symptoms", None) or []
+            joined.shared.update(context)
+    if symptoms:
+        # A backlog no broker shows (an in-process queue logging "queue full"):
+        # the symptom stands for the backlog the consumer-side rules explain.
+        joined.shared.update(symptoms=symptoms, backlog_in_focus=True, backlog_any=True, backlog_or_unknown=True)
     return joined, contributors
 
 
 def subjects(snapshot: dict, baseline_snapshot: dict | None = None) -> Iterator[Subject]:
-    joined, contributors = join(snapshot, baseline_snapshot)
+    yield from subjects_of(*join(snapshot, baseline_snapshot))
+
+
+def subjects_of(joined: Joined, contributors: list[tuple[Probe, dict]]) -> Iterator[Subject]:
     for facts in joined.queues:
         yield Subject("queue", facts["subject"], {**joined.shared, **facts})
     for probe, obs in contributors:

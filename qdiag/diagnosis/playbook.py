@@ -19,20 +19,15 @@
 from __future__ import annotations
 
 import re
-import sys
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from qdiag.config import parse_toml
 from qdiag.diagnosis import expr, template
 from qdiag.diagnosis.taxonomy import CAUSES
 from qdiag.errors import ConfigError
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
 
 SCHEMA = "qdiag.playbook/1"
 SUBJECT_KINDS = ("queue", "host", "process", "dependency", "threads", "log", "broker")
@@ -83,10 +78,7 @@ def _key_line(text: str, start: int, key: str) -> int:
 
 def parse_text(text: str, source: str) -> list[Rule]:
     """Parse and validate one playbook file; every error names source:line."""
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise PlaybookError(f"{source}: not valid TOML: {exc}", "fix the syntax at that line") from None
+    data = parse_toml(text, source, PlaybookError)  # bad syntax or nesting: one error naming the file
     schema = data.get("schema")
     if schema != SCHEMA:
         raise PlaybookError(f"{source}:1: schema must be \"{SCHEMA}\" (found {schema!r})", f"add schema = \"{SCHEMA}\" at the top")

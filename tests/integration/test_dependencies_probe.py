@@ -24,6 +24,8 @@ from qdiag.runner import Runner
 
 from qdiag.probes import dependencies  # noqa: E402  (registers the probe)
 
+pytestmark = pytest.mark.live  # runs the probe against this host: spawned processes, sockets, files
+
 DELAY_S = 0.2
 
 

@@ -20,6 +20,8 @@ from qdiag.runner import Runner
 
 from qdiag.probes import logs  # noqa: E402  (registers the probe)
 
+pytestmark = pytest.mark.live  # runs the probe against this host: spawned processes, sockets, files
+
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "logs"
 MIB = 1024 * 1024
 

@@ -30,6 +30,8 @@ import qdiag.probes.threads  # noqa: F401  (registers the probe)
 from qdiag.probes import _threads_classify as tc
 from qdiag.runner import Runner
 
+pytestmark = pytest.mark.live  # runs the probe against this host: spawned processes, sockets, files
+
 WINDOW_S = 2.0
 PY_SPY = shutil.which("py-spy", path=os.path.dirname(sys.executable)) or shutil.which("py-spy")
 

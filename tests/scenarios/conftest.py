@@ -116,9 +116,11 @@ class Processes:
     def __init__(self):
         self.started: list[Workload] = []
 
-    def start(self, script: str, *args: str, name: str | None = None, cgroups: list[Path] = (),
+    def start(self, script: "str | list[str]", *args: str, name: str | None = None, cgroups: list[Path] = (),
               ready: str | None = "ready", env: dict | None = None, host: "RemoteHost | None" = None) -> Workload:
-        cmd = [sys.executable, str(WORKLOADS / script), *map(str, args)]
+        """script: a Python script under workloads/, or a whole command (a consumer in another language)."""
+        program = list(script) if isinstance(script, (list, tuple)) else [sys.executable, str(WORKLOADS / script)]
+        cmd = [*program, *map(str, args)]
         if host is not None:
             cmd = host.wrap(cmd)
 
@@ -130,7 +132,7 @@ class Processes:
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                 start_new_session=True, preexec_fn=enter_cgroups if cgroups else None,
                                 env={**os.environ, **(env or {})}, cwd=str(WORKLOADS))
-        work = Workload(name or script, proc)
+        work = Workload(name or str(program[-1]), proc)
         self.started.append(work)
 
         def pump():

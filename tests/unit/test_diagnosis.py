@@ -313,7 +313,8 @@ def test_busy_disk():
                     rabbitmq(rabbit_queue("q", rate_in=60.0, rate_out=20.0, status="growing")), queues=["q"], pids=[7])
     cause = ranked(snap)[0]
     assert (cause["id"], cause["subject"]) == ("io-saturation", "host")
-    assert len(cause["evidence"]) == 2
+    # the disk rule, the consumer in disk wait, and the host-wide saturation finding
+    assert len(cause["evidence"]) == 3
 
 
 def test_nic_drops():

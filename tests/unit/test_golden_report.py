@@ -1,52 +1,64 @@
-"""End to end from a recorded snapshot to each rendered format, compared with
-golden files.  After an intended change to rules or rendering, regenerate with
+"""End to end from a recorded snapshot to each rendered format, through the
+CLI (`qdiag report SNAPSHOT --format F`, off a terminal), compared with the
+golden files stored in tests/fixtures/golden/.  After an intended change to
+rules or rendering, regenerate with
 
     QDIAG_UPDATE_GOLDEN=1 python -m pytest tests/unit/test_golden_report.py
 
 and review the diff of tests/fixtures/golden/ like any other change."""
 
-import io
 import json
 import os
 from pathlib import Path
 
 import pytest
 
-from qdiag import snapshot
-from qdiag.diagnosis import playbook
-from qdiag.report import render
-from qdiag.report.build import build_report
+from tests.cli_helper import run_cli, run_qdiag_process
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 UPDATE = os.environ.get("QDIAG_UPDATE_GOLDEN") == "1"
-CASES = ["v1-rabbitmq-redis-backlog", "v1-host-only"]
+CASES = ["v1-rabbitmq-redis-backlog", "v1-host-only", "v1-multi-queue-backlog"]
+FORMATS = {"json": "json", "md": "markdown", "txt": "text"}
 
 
-def rendered(case: str) -> dict[str, str]:
-    doc = snapshot.load(FIXTURES / "snapshots" / f"{case}.json.gz")
-    report = build_report(doc, playbook.load())
-    text = io.StringIO()
-    render.render_text(report, text, color=False, width=100)
-    return {"json": render.render_json(report), "md": render.render_markdown(report), "txt": text.getvalue()}
+def snapshot_of(case: str) -> Path:
+    return FIXTURES / "snapshots" / f"{case}.json.gz"
+
+
+def golden_of(case: str, ext: str) -> Path:
+    return FIXTURES / "golden" / f"{case}.{ext}"
+
+
+def rendered(case: str, ext: str) -> str:
+    r = run_cli("report", snapshot_of(case), "--format", FORMATS[ext])
+    assert r.code == 0, r.err
+    return r.out
 
 
 @pytest.mark.parametrize("case", CASES)
-@pytest.mark.parametrize("fmt", ["json", "md", "txt"])
-def test_golden(case, fmt):
-    got = rendered(case)[fmt]
-    golden = FIXTURES / "golden" / f"{case}.{fmt}"
+@pytest.mark.parametrize("ext", FORMATS)
+def test_golden(case, ext):
+    got = rendered(case, ext)
+    golden = golden_of(case, ext)
     if UPDATE:
         golden.write_text(got, encoding="utf-8")
     assert golden.exists(), f"no golden file {golden.name}: run with QDIAG_UPDATE_GOLDEN=1"
     assert got == golden.read_text(encoding="utf-8")
 
 
-def test_report_from_snapshot_is_deterministic():
-    assert rendered(CASES[0]) == rendered(CASES[0])
+@pytest.mark.live
+@pytest.mark.parametrize("ext", ["json", "txt"])
+def test_a_fresh_process_with_another_hash_seed_and_locale_renders_the_stored_file(ext):
+    """The report does not depend on set ordering, the time zone or the locale of the machine rendering it."""
+    case = CASES[0]
+    proc = run_qdiag_process("report", snapshot_of(case), "--format", FORMATS[ext],
+                             env={"PYTHONHASHSEED": "4242", "TZ": "Pacific/Chatham", "LC_ALL": "C"})
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == golden_of(case, ext).read_text(encoding="utf-8")
 
 
 def test_json_report_shape():
-    report = json.loads(rendered(CASES[0])["json"])
+    report = json.loads(rendered(CASES[0], "json"))
     assert report["schema"] == "qdiag.report/1"
     assert {q["system"] for q in report["queues"]} >= {"rabbitmq", "redis"}
     for queue in report["queues"]:

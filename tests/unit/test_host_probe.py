@@ -22,7 +22,8 @@ from qdiag.probes import _host_parse as hp
 from qdiag.probes import host
 from qdiag.runner import Runner
 
-pytestmark = pytest.mark.skipif(platform.system() != "Linux", reason="the host probe reads Linux /proc")
+pytestmark = [pytest.mark.live,
+              pytest.mark.skipif(platform.system() != "Linux", reason="the host probe reads Linux /proc")]
 
 
 def run_host_probe(window_s: float = 1.0) -> P.ProbeResult:

@@ -114,16 +114,16 @@ def test_override_and_disable(tmp_path):
     assert "my-queue-deep" in {r.id for r in playbook.load([mine])}
 
 
-def test_validate_command(capsys, tmp_path):
+def test_validate_command(tmp_path):
     from tests.cli_helper import run_cli
 
     good = tmp_path / "good.toml"
     good.write_text(GOOD)
-    r = run_cli(capsys, "playbooks", "validate", good)
+    r = run_cli("playbooks", "validate", good)
     assert r.code == 0 and "ok, 1 rule" in r.out
     bad = tmp_path / "bad.toml"
     bad.write_text(GOOD.replace("weight = 0.6", "weight = -1"))
-    r = run_cli(capsys, "playbooks", "validate", bad)
+    r = run_cli("playbooks", "validate", bad)
     assert r.code == 3 and f"{bad}:9:" in r.err
-    r = run_cli(capsys, "playbooks", "list")
+    r = run_cli("playbooks", "list")
     assert r.code == 0 and "1. Isolate the full queue" in r.out and "6. Traffic" in r.out

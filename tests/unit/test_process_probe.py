@@ -23,7 +23,10 @@ import pytest
 
 from qdiag import probe as P
 from qdiag.config import resolve
+from qdiag import sockdiag
+from qdiag.probes import _proc_parse as pp
 from qdiag.probes import process as proc_probe
+from qdiag.runtime import detect_runtime
 from qdiag.runner import Runner
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "process"
@@ -38,7 +41,7 @@ FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "process"
 
 
 def _rows(name, **kw):
-    return proc_probe.parse_proc_net_tcp((FIXTURES / name).read_text(), byteorder="little", **kw)
+    return pp.parse_proc_net_tcp((FIXTURES / name).read_text(), byteorder="little", **kw)
 
 
 def test_proc_net_tcp_listener_reports_accept_queue_in_rx_queue():
@@ -70,19 +73,19 @@ def test_proc_net_tcp6_addresses_including_ipv4_mapped():
 
 
 def test_proc_address_byte_order():
-    assert proc_probe.decode_proc_address("0100007F:1F90", "little") == ("127.0.0.1", 8080)
-    assert proc_probe.decode_proc_address("7F000001:1F90", "big") == ("127.0.0.1", 8080)
+    assert pp.decode_proc_address("0100007F:1F90", "little") == ("127.0.0.1", 8080)
+    assert pp.decode_proc_address("7F000001:1F90", "big") == ("127.0.0.1", 8080)
 
 
 def test_proc_net_tcp_skips_garbage_lines():
     text = "  sl  local_address ...\n   0: nonsense\n   1: ZZZZ:00 00000000:0000 0A 0:0 00:0 0 0 0 7\n"
-    assert proc_probe.parse_proc_net_tcp(text) == []
+    assert pp.parse_proc_net_tcp(text) == []
 
 
 def _diag_records():
     records, done = [], False
     for line in (FIXTURES / "sock_diag_listen.hex").read_text().split():
-        found, finished = proc_probe.parse_sock_diag(bytes.fromhex(line))
+        found, finished = sockdiag.parse_sock_diag(bytes.fromhex(line))
         records.extend(found)
         done = done or finished
     return records, done
@@ -105,7 +108,7 @@ def test_sock_diag_error_message_raises():
     payload = (-13).to_bytes(4, "little", signed=True) + b"\0" * 16
     data = (16 + len(payload)).to_bytes(4, "little") + (2).to_bytes(2, "little") + b"\0" * 10 + payload
     with pytest.raises(OSError, match="Permission denied"):
-        proc_probe.parse_sock_diag(data)
+        sockdiag.parse_sock_diag(data)
 
 
 def test_listening_summary_joins_queue_and_backlog():
@@ -126,15 +129,15 @@ def test_full_accept_queue_reads_backlog_plus_one_and_fill_is_capped():
 
 
 def test_limits_soft_and_hard():
-    limits = proc_probe.parse_limits((FIXTURES / "limits.txt").read_text())
+    limits = pp.parse_limits((FIXTURES / "limits.txt").read_text())
     assert limits["Max open files"] == (4096, 20000)
     assert limits["Max cpu time"] == (None, None)
     assert limits["Max stack size"] == (8388608, None)
 
 
 def test_ctx_switches_from_status():
-    assert proc_probe.parse_ctx_switches((FIXTURES / "status.txt").read_text()) == (14, 4)
-    assert proc_probe.parse_ctx_switches("Name:\tx\n") is None
+    assert pp.parse_ctx_switches((FIXTURES / "status.txt").read_text()) == (14, 4)
+    assert pp.parse_ctx_switches("Name:\tx\n") is None
 
 
 @pytest.mark.parametrize("name, exe, cmdline, maps, expected", [
@@ -148,7 +151,7 @@ def test_ctx_switches_from_status():
     ("pythonista", "/opt/pythonista", ["pythonista"], None, None),
 ])
 def test_detect_runtime(name, exe, cmdline, maps, expected):
-    assert proc_probe.detect_runtime(name, exe, cmdline, maps) == expected
+    assert detect_runtime(name, exe, cmdline, maps) == expected
 
 
 def test_state_letters():
@@ -296,6 +299,7 @@ def unused_pid() -> int:
     return pid
 
 
+@pytest.mark.live
 def test_busy_and_sleeping_processes(tmp_path, spawn):
     busy, _ = spawn(BUSY)
     sleeper, _ = spawn(SLEEPER)
@@ -332,6 +336,7 @@ def test_busy_and_sleeping_processes(tmp_path, spawn):
         assert {"cpu", "memory"} <= set(hot["cgroup_stats"])
 
 
+@pytest.mark.live
 def test_process_regex_matching_many_keeps_max_targets(tmp_path, spawn_detached):
     marker = f"qdiag-test-{uuid.uuid4().hex}"
     pids = {spawn_detached(SLEEPER, marker) for _ in range(3)}
@@ -342,12 +347,14 @@ def test_process_regex_matching_many_keeps_max_targets(tmp_path, spawn_detached)
                             "(raise [probes.process] max_targets)"]
 
 
+@pytest.mark.live
 def test_cmdline_is_truncated(tmp_path, spawn):
     child, _ = spawn(SLEEPER, "x" * 2000)
     rec = by_pid(run_probe(tmp_path, pids=[child.pid], window=0.3))[child.pid]
     assert len(rec["cmdline"]) == proc_probe.CMDLINE_MAX_CHARS and rec["cmdline"].endswith("…")
 
 
+@pytest.mark.live
 def test_process_regex_finds_a_process_but_not_qdiag_or_its_children(tmp_path, spawn, spawn_detached):
     marker = f"qdiag-test-{uuid.uuid4().hex}"
     outside = spawn_detached(SLEEPER, marker)
@@ -363,6 +370,7 @@ def test_process_regex_finds_a_process_but_not_qdiag_or_its_children(tmp_path, s
     assert any("matched no running process" in note for note in obs["notes"])
 
 
+@pytest.mark.live
 def test_accept_queue_fill_and_remote_endpoints(tmp_path, spawn):
     listener, line = spawn(LISTENER, "8")
     port = int(line.split()[1])
@@ -379,6 +387,7 @@ def test_accept_queue_fill_and_remote_endpoints(tmp_path, spawn):
     assert targets[client.pid]["listening"] == []
 
 
+@pytest.mark.live
 def test_open_fds_rising_against_soft_limit(tmp_path, spawn):
     soft = min(4096, resource.getrlimit(resource.RLIMIT_NOFILE)[1])
     child, _ = spawn(FD_OPENER, str(soft))
@@ -388,6 +397,7 @@ def test_open_fds_rising_against_soft_limit(tmp_path, spawn):
     assert fds["ratio"] == pytest.approx(fds["open"] / soft, abs=1e-4) and 0 < fds["ratio"] < 1
 
 
+@pytest.mark.live
 def test_process_exiting_during_the_window_is_gone_not_an_error(tmp_path, spawn, request):
     unreaped, _ = spawn(SLEEPER)  # we do not wait() for it during the run: it stays a zombie
     reaper, first = spawn(REAPER, sys.executable, "-c", SLEEPER)  # its parent reaps it at once
@@ -418,6 +428,7 @@ def test_process_exiting_during_the_window_is_gone_not_an_error(tmp_path, spawn,
     assert targets[reaped]["state"] is None
 
 
+@pytest.mark.live
 def test_context_switches_count_every_thread(tmp_path, spawn):
     child, _ = spawn(THREADED)
     rec = by_pid(run_probe(tmp_path, pids=[child.pid]))[child.pid]
@@ -427,6 +438,7 @@ def test_context_switches_count_every_thread(tmp_path, spawn):
     assert rec["ctx_switches_per_s"]["voluntary"] > 100, rec["ctx_switches_per_s"]
 
 
+@pytest.mark.live
 def test_missing_pid_gives_a_clean_record_and_the_rest_is_probed(tmp_path, spawn):
     missing = unused_pid()
     alive, _ = spawn(SLEEPER)
@@ -438,6 +450,7 @@ def test_missing_pid_gives_a_clean_record_and_the_rest_is_probed(tmp_path, spawn
     assert obs["notes"] == []
 
 
+@pytest.mark.live
 def test_only_missing_pids_is_still_ok_with_a_note(tmp_path):
     missing = unused_pid()
     obs = run_probe(tmp_path, pids=[missing], window=0.3)
@@ -447,6 +460,7 @@ def test_only_missing_pids_is_still_ok_with_a_note(tmp_path):
     assert obs["top_cpu"] and obs["top_memory"]
 
 
+@pytest.mark.live
 def test_discovered_consumers_are_targets_marked_with_their_source(tmp_path, spawn):
     child, _ = spawn(SLEEPER)
     also_pid, _ = spawn(SLEEPER)
@@ -459,6 +473,7 @@ def test_discovered_consumers_are_targets_marked_with_their_source(tmp_path, spa
     assert targets[also_pid.pid]["subject"] == "kafka:orders/billing"
 
 
+@pytest.mark.live
 def test_no_targets_still_reports_top_processes(tmp_path, spawn_detached):
     busy = spawn_detached(BUSY)
     used, wall, obs = cpu_used_during(busy, lambda: run_probe(tmp_path))
@@ -476,6 +491,7 @@ def test_no_targets_still_reports_top_processes(tmp_path, spawn_detached):
     assert all(r["is_target"] is False for r in top_cpu)
 
 
+@pytest.mark.live
 @pytest.mark.skipif(shutil.which("java") is None, reason="no java on this machine")
 def test_java_process_is_detected(tmp_path, spawn):
     source = tmp_path / "Sleeper.java"

@@ -41,15 +41,15 @@ def test_config_example_loads(tmp_path):
 
 @pytest.mark.parametrize("command", ["investigate", "snapshot", "report", "check", "probes", "playbooks list",
                                      "playbooks validate"])
-def test_documented_commands_exist(capsys, command):
+def test_documented_commands_exist(command):
     assert f"qdiag {command}" in README
-    assert run_cli(capsys, *command.split(), "--help").code == 0
+    assert run_cli(*command.split(), "--help").code == 0
 
 
-def test_documented_flags_exist(capsys):
+def test_documented_flags_exist():
     documented = set(re.findall(r"`(--[a-z][a-z-]+)", README))
-    helps = "".join(run_cli(capsys, *c.split(), "--help").out
+    helps = "".join(run_cli(*c.split(), "--help").out
                     for c in ("investigate", "snapshot", "report", "check", "playbooks list"))
-    helps += run_cli(capsys, "--help").out
+    helps += run_cli("--help").out
     missing = sorted(flag for flag in documented if flag not in helps)
     assert not missing, f"README documents flags the CLI does not have: {missing}"

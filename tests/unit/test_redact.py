@@ -34,7 +34,7 @@ def test_key_value_and_authorization_forms():
 
 
 def test_probe_option_secrets_are_collected(tmp_path):
-    from qdiag.commands.collect import secrets_of
+    from qdiag.collect import secrets_of
     from qdiag.config import resolve
 
     (tmp_path / "qdiag.toml").write_text('[probes.kafka]\nsasl_password = "kafka-pw-123"\nclient_id = "qdiag"\n')

@@ -318,7 +318,7 @@ def test_judge_reason_carries_rates():
     assert status == rp.WARN and "4/s in" in reason and "1.5/s out" in reason
 
 
-# --- one-line errors (probes/redis_queues.explain) -----------------------------------
+# --- one-line errors (probes/_redis_link.explain) -----------------------------------
 
 def _target(url):
     from qdiag.targets import parse_redis
@@ -341,7 +341,7 @@ def _target(url):
 def test_error_lines(exc, tls, expected):
     import redis.exceptions as rx
 
-    from qdiag.probes.redis_queues import explain
+    from qdiag.probes._redis_link import explain
 
     kind, _, text = exc.partition(":")
     url = ("rediss" if tls else "redis") + "://app:pw-Secret9@127.0.0.1:6390/3"
@@ -353,8 +353,194 @@ def test_error_lines(exc, tls, expected):
 def test_error_line_masks_a_password_the_error_repeats():
     import redis.exceptions as rx
 
-    from qdiag.probes.redis_queues import explain
+    from qdiag.probes._redis_link import explain
 
     line = explain(rx.ConnectionError("weird failure for app:pw-Secret9"), _target("redis://app:pw-Secret9@h:1/0"),
                    1.0, stage="read")
     assert "pw-Secret9" not in line and "***" in line
+
+
+# --- inflow and outflow of job lists (probes/_redis_flow.py), replayed from flows.json -------
+# Recorded by tests/fixtures/redis/record_flows.py: real pushes and pops between the samples,
+# the replies the probe reads at each sample, and the truth.
+
+@pytest.fixture(scope="module")
+def flows():
+    return json.loads((FIXTURES / "flows.json").read_text())["cases"]
+
+
+def _replayed(case):
+    """The recorded replies as the probe's samples [(t, {command: parsed})], and its queue."""
+    from qdiag.probes import _redis_flow as flow
+    from qdiag.probes._redis_samples import parse_reply
+
+    key = case["key"]
+    samples = []
+    for i, replies in enumerate(case["samples"]):
+        values = {}
+        for cmd, reply in replies:
+            reply = _as_wire(reply)
+            if cmd[0] == "LPOS":
+                values[("LPOS", key, cmd[1], cmd[2])] = flow.parse_lpos(reply)
+            elif cmd[0] == "LLEN":
+                values[("LLEN", key)] = reply
+            else:
+                values[("LINDEX", key, cmd[1])] = parse_reply(("LINDEX", key, cmd[1]), reply)
+        samples.append((float(i), values))
+    queue = {"layout": case["layout"], "name": key, "key": key, "keys": [key], "consume_index": case["consume_index"]}
+    return samples, queue
+
+
+# Cases where every interval can be counted exactly; the others are lower bounds.
+EXACT_FLOWS = {"rq_draining", "sidekiq_quiet", "celery_restored", "list_pushed_at_tail", "list_pushed_at_head"}
+
+
+def test_flow_cases_cover_exact_and_bounded(flows):
+    assert EXACT_FLOWS < set(flows) and len(set(flows) - EXACT_FLOWS) >= 5
+
+
+@pytest.mark.parametrize("name", sorted(json.loads((FIXTURES / "flows.json").read_text())["cases"]))
+def test_flow_counts_match_what_happened(flows, name):
+    """Exact counts equal what was pushed and taken; otherwise the counts are
+    lower bounds of it, flagged as such, with no rate pretending to be exact."""
+    from qdiag.probes._redis_jobs import list_flow
+
+    case = flows[name]
+    samples, queue = _replayed(case)
+    got = list_flow(samples, queue, queue["keys"], case["maxlen"])
+    pushed = sum(t["pushed"] for t in case["truth"])
+    taken = sum(max(0, t["taken"]) for t in case["truth"])  # net of jobs put back, never below zero
+    span = len(samples) - 1
+    assert got.exact is (name in EXACT_FLOWS), got.basis
+    if got.exact:
+        assert (got.pushed, got.taken) == (pushed, taken)
+        assert (got.rate_in, got.rate_out) == (round(pushed / span, 3), round(taken / span, 3))
+    else:
+        assert got.rate_in is None and got.rate_out is None
+        assert got.pushed <= pushed and got.taken <= taken
+        assert got.rate_in_min == round(got.pushed / span, 3)
+        assert "lower bounds" in got.basis
+
+
+def test_flow_bounds_name_their_reason(flows):
+    from qdiag.probes._redis_jobs import list_flow
+
+    reasons = {"celery_growing": "took every job", "celery_empty_then_jobs": "list was empty",
+               "rq_beyond_maxlen": "more than 5 jobs pushed", "list_repeated_elements": "cannot be told apart",
+               "list_pushed_at_both_ends": "both ends", "dramatiq_all_taken": "took every job"}
+    for name, reason in reasons.items():
+        samples, queue = _replayed(flows[name])
+        assert reason in list_flow(samples, queue, queue["keys"], flows[name]["maxlen"]).basis, name
+
+
+def test_flow_needs_lpos_replies():
+    """A job to look for and no LPOS reply (the command failed): no counts at all, not zeros."""
+    from qdiag.probes._redis_jobs import list_flow
+
+    key = "q"
+    first = {("LLEN", key): 3, ("LINDEX", key, 0): {"value": b"j3"}, ("LINDEX", key, -1): {"value": b"j1"}}
+    second = {("LLEN", key): 5, ("LPOS", key, 0, False): None, ("LINDEX", key, 0): {"value": b"j5"}}
+    queue = {"layout": "celery", "name": key, "key": key, "keys": [key], "consume_index": -1}
+    assert list_flow([(0.0, first), (1.0, second)], queue, [key], 100) is None
+
+
+def test_flow_interval_arithmetic():
+    from qdiag.probes import _redis_flow as flow
+
+    # LPUSH layout: the remembered job is 4 from the head: 4 pushed; length 10 -> 12: 2 taken.
+    assert flow.interval(10, True, 4, 12, flow.HEAD, 100) == flow.Interval(4, 2, True)
+    # RPUSH layout: found at index 7 of 12: 4 from the tail end.
+    assert flow.interval(10, True, 7, 12, flow.TAIL, 100) == flow.Interval(4, 2, True)
+    # Gone: at least the 12 now there were pushed, and the 10 there before were taken.
+    assert flow.interval(10, True, None, 12, flow.HEAD, 100) == flow.Interval(12, 10, False, "workers took every job that was waiting")
+    # Gone, but the list is longer than MAXLEN: only MAXLEN new ones are certain.
+    assert flow.interval(10, True, None, 300, flow.HEAD, 100).pushed == 100
+    assert flow.interval(None, True, 3, 5, flow.HEAD, 100) is None
+    assert flow.push_end("celery", -1) == flow.HEAD and flow.push_end("rq", 0) == flow.TAIL
+    assert flow.push_end("list", None) is None
+    assert flow.lpos_command("k", b"e", flow.TAIL, 50, check_repeats=True) == ("LPOS", "k", b"e", "RANK", -1, "COUNT", 2, "MAXLEN", 50)
+    assert flow.parse_lpos([3, 9]) == {"pos": 3, "repeats": True} and flow.parse_lpos(None) == {"pos": None, "repeats": False}
+
+
+# --- dead versus stuck stream consumers (probes/_redis_liveness.py), from consumers.json ----
+# Recorded by tests/fixtures/redis/record_consumers.py with real processes: busy, hung
+# (stopped in its handler), named (stuck, but PINGing on a connection named after it),
+# dead (SIGKILL while holding entries), plus a producer, a monitor and a client blocked on
+# another stream's group.
+
+@pytest.fixture(scope="module")
+def consumers_rec():
+    return _as_wire(json.loads((FIXTURES / "consumers.json").read_text()))
+
+
+def _liveness_inputs(rec, undelivered=10):
+    consumers = [{"stream": "s", "group": "g", "undelivered": undelivered, **c}
+                 for c in rp.parse_xinfo_consumers(rec["xinfo_consumers"])]
+    own = str(rp.as_int(rec["client_id"]))
+    clients = [c for c in rp.parse_client_list(rec["client_list"]) if c.get("id") != own]
+    return consumers, clients
+
+
+def test_liveness_tells_dead_from_stuck(consumers_rec):
+    from qdiag.probes import _redis_liveness as liveness
+
+    consumers, clients = _liveness_inputs(consumers_rec)
+    got = liveness.match(consumers, clients, consumers_rec["db"])
+    verdict = {name: got[("s", "g", name)]["alive"] for name in consumers_rec["expected"]}
+    assert verdict == {k.decode() if isinstance(k, bytes) else k: v for k, v in consumers_rec["expected"].items()}
+    assert "named like it" in got[("s", "g", "named")]["why"]
+    assert got[("s", "g", "dead")]["addr"] is None
+
+
+def test_liveness_never_takes_a_producer_or_a_monitor(consumers_rec):
+    """With the consumers' own connections gone, the producer (XADD) and the
+    monitor (XINFO) are left: neither can be a consumer's connection."""
+    from qdiag.probes import _redis_liveness as liveness
+
+    consumers, clients = _liveness_inputs(consumers_rec)
+    others = [c for c in clients if c.get("cmd", "").split("|")[0] not in liveness.CONSUMER_COMMANDS
+              and c.get("name") != "named"]
+    assert {c["cmd"].split("|")[0] for c in others} >= {"xadd", "xinfo"}
+    got = liveness.match(consumers, others, consumers_rec["db"])
+    assert not any(v["alive"] for v in got.values())
+
+
+def test_liveness_blocked_reader_serves_another_group_only_when_entries_wait(consumers_rec):
+    """The client blocked in XREADGROUP waits on another stream: it cannot be
+    the dead consumer of a group with undelivered entries, but could be one of
+    a group with nothing to deliver."""
+    from qdiag.probes import _redis_liveness as liveness
+
+    consumers, clients = _liveness_inputs(consumers_rec)
+    dead = [c for c in consumers if c["name"] == "dead"]
+    blocked = [c for c in clients if "b" in c.get("flags", "")]
+    assert len(blocked) == 1
+    assert liveness.match(dead, blocked, consumers_rec["db"])[("s", "g", "dead")]["alive"] is False
+    dead_quiet = [{**dead[0], "undelivered": 0}]
+    assert liveness.match(dead_quiet, blocked, consumers_rec["db"])[("s", "g", "dead")]["alive"] is True
+
+
+def test_liveness_other_database_does_not_count(consumers_rec):
+    from qdiag.probes import _redis_liveness as liveness
+
+    consumers, clients = _liveness_inputs(consumers_rec)
+    got = liveness.match(consumers, clients, consumers_rec["db"] + 1)
+    assert not any(v["alive"] for v in got.values())
+
+
+def test_client_list_is_bounded(consumers_rec):
+    raw = consumers_rec["client_list"]
+    total = rp.client_list_lines(raw)
+    assert total == len(rp.parse_client_list(raw)) >= 8
+    assert len(rp.parse_client_list(raw, limit=3)) == 3
+
+
+def test_lean_stream_from_groups(replies):
+    stream = rp.parse_xinfo_stream(replies["orders"]["xinfo_stream"])
+    groups = rp.parse_xinfo_groups(replies["orders"]["xinfo_groups"])
+    assert stream["entry_bytes"] > 0  # the first/last entries' fields, as XINFO STREAM sent them
+    lean = rp.lean_stream(stream["length"], groups, stream)
+    assert lean["lean"] and lean["length"] == stream["length"]
+    assert lean["entries_added"] == stream["entries_added"]  # entries-read + lag of a group with a lag
+    assert lean["first_id"] is None and lean["last_id"] is None
+    assert rp.lean_stream(5, [{"entries_read": None, "lag": None}], stream)["entries_added"] is None

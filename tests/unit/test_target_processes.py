@@ -6,6 +6,8 @@ import subprocess
 import sys
 import uuid
 
+import pytest
+
 from qdiag import target_processes
 from qdiag.targets import Targets
 
@@ -13,6 +15,8 @@ LAUNCHER = """import subprocess, sys
 child = subprocess.Popen(sys.argv[1:], start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 print(child.pid, flush=True)
 """
+
+pytestmark = pytest.mark.live  # spawns processes and reads this host's /proc
 
 
 def test_pid_pattern_discovered_and_missing():

@@ -1,13 +1,13 @@
-"""Shared by investigate, snapshot and check: resolve what to probe, run the
-probes with live progress, and return a redacted snapshot document."""
+"""Probing for the commands that probe (investigate, snapshot, check): find
+local brokers, run the probes with live progress on a terminal, and return the
+redacted snapshot document."""
 
 from __future__ import annotations
 
 import logging
 import os
-import sys
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TextIO
 
 from qdiag import autodetect, snapshot
 from qdiag.config import Settings
@@ -47,14 +47,14 @@ def settings_doc(settings: Settings, auto_found: list[str]) -> dict[str, Any]:
 
 
 @contextmanager
-def _progress(enabled: bool):
-    """Live per-probe progress on stderr when it is a terminal; silent otherwise."""
-    if not enabled:
+def _progress(stream: TextIO | None, color: bool):
+    """Live per-probe progress on `stream` (stderr, when it is a terminal); silent without one."""
+    if stream is None:
         yield lambda name, status: None
         return
     from rich.console import Console
 
-    console = Console(stderr=True)
+    console = Console(file=stream, force_terminal=True, no_color=not color, highlight=False)
     states: dict[str, str] = {}
 
     def line() -> str:
@@ -70,12 +70,13 @@ def _progress(enabled: bool):
         yield on_event
 
 
-def collect(settings: Settings, argv: list[str], *, progress: bool | None = None) -> dict[str, Any]:
+def collect(settings: Settings, argv: list[str], *, progress: TextIO | None = None,
+            color: bool = False) -> dict[str, Any]:
+    """Probe and return the snapshot document; `progress` is the terminal to show progress on, if any."""
     settings, auto_found = autodetect.detect(settings)
     for found in auto_found:
         log.info("auto-detected %s", found)
-    show = sys.stderr.isatty() if progress is None else progress
-    with _progress(show) as on_event:
+    with _progress(progress, color) as on_event:
         results, discovered = run_probes(settings, on_event=on_event)
     doc = snapshot.build(
         probes=[r.as_dict() for r in results],

@@ -1,0 +1,101 @@
+"""Rules on the kernel's view of a consumer's threads (the threads probe's
+`kernel` record, shaped as probes/_kernel_waits.summarise_process returns it),
+on hand-made snapshots: each must name the mechanism, not a function name."""
+
+from __future__ import annotations
+
+from probes._threads_facts import kernel_facts, wait_summary
+from tests.unit.test_diagnosis import (host, kafka, kafka_queue, processes, rabbit_queue, rabbitmq, ranked, snapshot,
+                                       target, thread_probe, threads, top)
+
+PEER = "10.1.2.3:8443"
+
+
+def kernel(*, peer_share=0.0, lock_never_woke=(), cpu=0.02, broker=0.0, answers_ms=300.0):
+    attribution, peers = [], []
+    if peer_share:
+        attribution.append({"kind": "peer", "target": PEER, "share": peer_share, "threads": 1,
+                            "max_thread_share": peer_share, "protocol_guess": None})
+        peers.append({"peer": PEER, "kind": "peer", "protocol_guess": None, "wait_share": peer_share,
+                      "threads_waiting": 1, "connections": 1,
+                      "tcp": {"rtt_ms": 0.2, "awaiting_answer_share": peer_share,
+                              "request_waits": {"requests": 12, "exact": 10, "median_ms": answers_ms,
+                                                "max_ms": answers_ms * 1.2}}})
+    if broker:
+        attribution.append({"kind": "broker", "target": "127.0.0.1:9092", "share": broker, "threads": 1,
+                            "max_thread_share": 1.0, "protocol_guess": "kafka"})
+    lock = 1.0 - peer_share - cpu - broker
+    if lock > 0:
+        attribution.append({"kind": "lock", "target": "futex 0x1", "share": round(lock, 3), "threads": 2,
+                            "max_thread_share": 1.0})
+    attribution.append({"kind": "cpu", "target": None, "share": cpu, "threads": 1, "max_thread_share": cpu})
+    shares = {"cpu": cpu, "peer": peer_share, "lock": max(0.0, lock), "broker": broker}
+    return {"thread_samples": 100, "window_s": 3.0, "shares": shares, "attribution": attribution,
+            "threads": [{"tid": 10, "name": "main"}, {"tid": 11, "name": "worker"}], "peers": peers,
+            "lock_waits_never_woke": [{"tid": t, "name": f"t{t}", "wait": "futex 0x1"} for t in lock_never_woke]}
+
+
+def with_kernel(pid, record, **proc):
+    doc = threads(pid, **proc)
+    doc["kernel"] = record
+    return doc
+
+
+def test_a_consumer_waiting_on_one_peer_all_window_is_a_slow_dependency():
+    """The peer answers TCP connects at once, so no active timing says it is slow; the consumer's
+    own thread waited on it all window, and its connection's TCP info shows the answers' times."""
+    proc = with_kernel(7, kernel(peer_share=0.92))
+    snap = snapshot(host(), processes(target(7)), thread_probe(proc),
+                    rabbitmq(rabbit_queue("orders", rate_in=20.0, rate_out=3.0, status="growing")),
+                    queues=["orders"], pids=[7])
+    cause = ranked(snap)[0]
+    assert (cause["id"], cause["subject"]) == ("slow-dependency", f"dependency:tcp://{PEER}")
+    assert "92% of a thread's window waiting for 10.1.2.3:8443" in cause["evidence"][0]
+    assert "300 ms at the median" in cause["evidence"][0]
+
+
+def test_stalled_commits_under_a_slow_dependency_rank_below_it():
+    proc = with_kernel(7, kernel(peer_share=0.9))
+    stalled = kafka_queue("t", "g", status="STALL", rate_out=0.0, lag_trend="growing")
+    snap = snapshot(host(), processes(target(7)), thread_probe(proc), kafka(stalled), queues=["t"], groups=["g"],
+                    pids=[7])
+    order = [(c["id"], c["subject"]) for c in ranked(snap)]
+    assert order[0] == ("slow-dependency", f"dependency:tcp://{PEER}")
+    stuck = next(c for c in ranked(snap) if c["id"] == "consumer-stuck")
+    assert "slow-dependency" in stuck.get("explained_by", [])
+
+
+def test_lock_waits_that_never_woke_while_nothing_drains_is_a_stuck_consumer():
+    proc = with_kernel(7, kernel(lock_never_woke=(10, 11), cpu=0.0))
+    queue = rabbit_queue("orders", rate_in=20.0, rate_out=0.0, status="growing")
+    snap = snapshot(host(), processes(target(7, cpu=0.0)), thread_probe(proc), rabbitmq(queue), queues=["orders"],
+                    pids=[7])
+    assert top(snap) == ("consumer-stuck", "process:7")
+    cause = ranked(snap)[0]
+    assert any("without being scheduled once" in e for e in cause["evidence"])
+
+
+def test_idle_workers_waiting_on_a_condition_are_not_stuck_while_the_queue_drains():
+    """An idle pool's threads wait on a futex all window too; with the queue draining that is idle."""
+    proc = with_kernel(7, kernel(lock_never_woke=(10, 11), cpu=0.0))
+    queue = rabbit_queue("orders", depth=3, rate_in=20.0, rate_out=20.0)
+    snap = snapshot(host(), processes(target(7)), thread_probe(proc), rabbitmq(queue), queues=["orders"], pids=[7])
+    assert not [c for c in ranked(snap) if c["id"] == "consumer-stuck" and c["score"] >= 0.3]
+
+
+def test_a_consumer_idle_on_its_broker_has_no_dependency():
+    proc = with_kernel(7, kernel(broker=0.95, cpu=0.01))
+    snap = snapshot(host(), processes(target(7)), thread_probe(proc),
+                    rabbitmq(rabbit_queue("orders", rate_in=20.0, rate_out=3.0, status="growing")),
+                    queues=["orders"], pids=[7])
+    assert not [c for c in ranked(snap) if c["id"] == "slow-dependency"]
+
+
+def test_kernel_facts_and_summary():
+    facts = kernel_facts({"kernel": kernel(peer_share=0.6, cpu=0.1)})
+    assert facts["peer_waited"] == PEER and facts["peer_thread_share"] == 0.6
+    assert facts["peer_answer_ms"] == 300.0 and facts["kernel_cpu_share"] == 0.1
+    assert wait_summary(kernel(peer_share=0.6, cpu=0.1)) == "60% waiting for 10.1.2.3:8443, 30% on locks, 10% on CPU"
+    # Not sampled: no facts claimed.
+    empty = kernel_facts({})
+    assert empty["kernel_sampled"] is False and empty["peer_waited"] is None and empty["wait_summary"] is None
