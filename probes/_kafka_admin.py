@@ -10,7 +10,7 @@ from collections import Counter
 from typing import Any, Callable
 
 from qdiag.context import ProbeContext
-from qdiag.localsockets import norm_ip
+from qdiag.endpoints import norm_ip
 from qdiag.probe import ProbeError
 
 from . import _kafka_lag as lag
@@ -346,25 +346,26 @@ class Admin:
             for tp, value in answer.items():
                 out.setdefault(tp.topic, {})[str(tp.partition)] = getattr(value, "offset", value)
 
-        try:
-            store(self.call(what, fetch, partitions))
-        except ProbeError:
-            raise
-        except Exception as exc:
-            if is_transport(exc):
-                raise self.fail(f"reading offsets ({what})", exc) from None
+        def attempt(tps) -> BaseException | None:
+            """None when answered; the error when the broker refused these partitions."""
+            try:
+                store(self.call(what, fetch, tps))
+                return None
+            except ProbeError:
+                raise
+            except Exception as exc:
+                if is_transport(exc):
+                    raise self.fail(f"reading offsets ({what})", exc) from None
+                return exc
+
+        if attempt(partitions) is not None:
             by_topic: dict[str, list] = {}
             for t, p in partitions:
                 by_topic.setdefault(t, []).append((t, p))
             for topic, tps in by_topic.items():
-                try:
-                    store(self.call(what, fetch, tps))
-                except ProbeError:
-                    raise
-                except Exception as exc:
-                    if is_transport(exc):
-                        raise self.fail(f"reading offsets ({what})", exc) from None
-                    errors[topic] = failed[topic] = first_line(exc)
+                refused = attempt(tps)
+                if refused is not None:
+                    errors[topic] = failed[topic] = first_line(refused)
         return out, errors
 
     def _consumer_offsets(self, partitions, earliest: bool) -> tuple[dict, dict]:

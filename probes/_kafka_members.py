@@ -20,7 +20,7 @@ from), never its port or process.  What this host's kernel adds:
   that is left; the newest such socket from the member's address to a broker
   says when the last connection from there closed.
 
-Parsers here are pure (text in, tuples out); the readers take the /proc root.
+The /proc tables are parsed by _proc_parse; the readers here take the /proc root.
 """
 
 from __future__ import annotations
@@ -31,12 +31,16 @@ import socket
 from dataclasses import dataclass
 from typing import Iterable
 
-from qdiag.localsockets import norm_ip
+from qdiag.endpoints import norm_ip, split_endpoint
 
-ESTABLISHED = "01"
-LISTEN = "0A"
-TIME_WAIT = "06"
+from ._proc_parse import parse_proc_net_tcp
+from ._proc_read import read_proc, socket_inodes
+
+ESTABLISHED = "ESTABLISHED"
+LISTEN = "LISTEN"
+TIME_WAIT = "TIME_WAIT"
 TIME_WAIT_S = 60.0  # TCP_TIMEWAIT_LEN: fixed in the kernel, not a sysctl
+NET_TABLE_BYTES = 16 << 20  # a /proc/net/tcp row is 150 bytes: about 100,000 sockets
 
 
 @dataclass(frozen=True)
@@ -48,62 +52,39 @@ class Sock:
     inode: int
 
 
-def _address(text: str) -> tuple[str, int]:
-    """'0100007F:1F90' or a 32-hex-digit IPv6 address: the kernel prints each 32-bit word in host order."""
-    hexip, hexport = text.split(":")
-    raw = bytes.fromhex(hexip)
-    words = b"".join(raw[i:i + 4][::-1] for i in range(0, len(raw), 4))
-    family = socket.AF_INET if len(raw) == 4 else socket.AF_INET6
-    return norm_ip(socket.inet_ntop(family, words)), int(hexport, 16)
-
-
-def parse_proc_net_tcp(text: str, clock_ticks: int = 100) -> list[Sock]:
-    """Rows of /proc/net/tcp or tcp6 (the header line is skipped; a damaged line too)."""
+def sockets_of(rows: list[dict]) -> list[Sock]:
+    """parse_proc_net_tcp rows (read with clock_ticks) as Socks."""
     out = []
-    for line in text.splitlines()[1:]:
-        fields = line.split()
-        if len(fields) < 10:
-            continue
-        try:
-            local, remote = _address(fields[1]), _address(fields[2])
-            timer, when = fields[5].split(":")
-            left = int(when, 16) / clock_ticks if fields[3] == TIME_WAIT and timer == "03" else None
-            out.append(Sock(local, remote, fields[3], left, int(fields[9])))
-        except (ValueError, OSError):
-            continue
+    for row in rows:
+        local, remote = split_endpoint(row["local"]), split_endpoint(row["remote"])
+        if local and remote:
+            left = row.get("timer_left_s") if row["state"] == TIME_WAIT else None
+            out.append(Sock((norm_ip(local[0]), local[1]), (norm_ip(remote[0]), remote[1]), row["state"], left,
+                            row["inode"]))
     return out
 
 
 def read_sockets(proc_root: str = "/proc") -> list[Sock] | None:
     """Every TCP socket of this network namespace, or None when unreadable."""
     ticks = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
-    rows: list[Sock] = []
+    rows: list[dict] = []
     readable = False
     for name in ("tcp", "tcp6"):
         try:
-            with open(f"{proc_root}/net/{name}") as fh:
-                rows.extend(parse_proc_net_tcp(fh.read(), ticks))
+            rows.extend(parse_proc_net_tcp(read_proc(f"{proc_root}/net/{name}", NET_TABLE_BYTES),
+                                           clock_ticks=ticks))
             readable = True
         except OSError:
             continue
-    return rows if readable else None
+    return sockets_of(rows) if readable else None
 
 
 def own_inodes(proc_root: str = "/proc", pid: int | None = None) -> set[int]:
     """Socket inodes of one process (qdiag itself by default): its connections are not members'."""
-    pid = os.getpid() if pid is None else pid
-    out = set()
     try:
-        for fd in os.listdir(f"{proc_root}/{pid}/fd"):
-            try:
-                target = os.readlink(f"{proc_root}/{pid}/fd/{fd}")
-            except OSError:
-                continue
-            if target.startswith("socket:["):
-                out.add(int(target[8:-1]))
+        return socket_inodes(proc_root, os.getpid() if pid is None else pid, 1 << 16)[1]
     except OSError:
-        pass
-    return out
+        return set()
 
 
 def local_addresses() -> set[str]:

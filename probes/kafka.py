@@ -21,7 +21,7 @@ import time
 from typing import Any
 
 from qdiag.context import ProbeContext
-from qdiag.localsockets import norm_ip
+from qdiag.endpoints import norm_ip
 from qdiag.probe import ProbeError, Option, register
 
 from . import _kafka_compact as compact_mod

@@ -350,12 +350,18 @@ def test_many_samples_in_a_short_window_stay_apart(rig, kafka_bootstrap):
 WORKLOADS = TESTS / "scenarios" / "workloads"
 
 
-def test_a_member_that_never_commits_is_counted_from_the_log_start(rig, kafka_bootstrap):
-    topic = rig.topic(2, "nocommit")
-    rig.produce(topic, {0: 30, 1: 20})
-    group = rig.group("nocommit")
-    assert rig.member(group, topic, client_id="never-commits", mode="consume", batch=5).wait(30)
+def one_member_group(rig, kind: str, mode: str, records: dict[int, int]) -> tuple[str, str]:
+    """A two-partition topic with `records`, and a group whose one member (mode as in
+    Rig.member) has its assignment: (topic, group)."""
+    topic, group = rig.topic(2, kind), rig.group(kind)
+    rig.produce(topic, records)
+    assert rig.member(group, topic, client_id=f"{kind}-first", mode=mode, batch=5).wait(30)
     rig.wait_state(group, "Stable", members=1)
+    return topic, group
+
+
+def test_a_member_that_never_commits_is_counted_from_the_log_start(rig, kafka_bootstrap):
+    topic, group = one_member_group(rig, "nocommit", "consume", {0: 30, 1: 20})
     rig.keep_producing(topic, 2, per_second=20)
     obs = ok(kafka_bootstrap, groups=[group], window=2.0)
     q = queue_of(obs, group, topic)
@@ -368,11 +374,7 @@ def test_a_member_that_never_commits_is_counted_from_the_log_start(rig, kafka_bo
 
 
 def test_members_joining_during_the_window_are_seen(rig, kafka_bootstrap):
-    topic = rig.topic(2, "churn")
-    rig.produce(topic, {0: 10, 1: 10})
-    group = rig.group("churn")
-    assert rig.member(group, topic, client_id="first", mode="drain", batch=5).wait(30)
-    rig.wait_state(group, "Stable", members=1)
+    topic, group = one_member_group(rig, "churn", "drain", {0: 10, 1: 10})
     # a second member joins half-way through the window: the group rebalances
     late = threading.Timer(1.0, lambda: rig.member(group, topic, client_id="second", mode="drain", batch=5))
     late.start()
