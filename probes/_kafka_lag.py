@@ -641,7 +641,7 @@ def _queue_record(gid, group, topic, rows, topics_meta, samples, underparallel_r
         "status_counts": {s: statuses.count(s) for s in sorted(set(statuses))},
     }
     if basis == "log-start":
-        record["depth_note"] = LOG_START_NOTE
+        record["notes"] = [LOG_START_NOTE]  # "notes" reach the report's queue rows
     churn = churn or {}
     record.update({k: churn.get(k) for k in CHURN_KEYS})
     for key in ("members_joined", "members_left", "rejoined_clients"):  # the ids stay on the group

@@ -366,7 +366,7 @@ def test_a_member_that_never_commits_is_counted_from_the_log_start(rig, kafka_bo
     obs = ok(kafka_bootstrap, groups=[group], window=2.0)
     q = queue_of(obs, group, topic)
     assert rig.committed(group) == {}
-    assert q["status"] == "NO_COMMIT" and q["depth_basis"] == "log-start" and "auto.offset.reset" in q["depth_note"]
+    assert q["status"] == "NO_COMMIT" and q["depth_basis"] == "log-start" and "auto.offset.reset" in q["notes"][0]
     rows = rows_of(obs, group)
     assert q["depth"] == sum(r["log_end"] - r["log_start"] for r in rows.values()) >= 50
     assert q["not_progressing_partitions"] == 2 and q["no_commit_backlog"] == q["depth"]

@@ -452,7 +452,7 @@ def test_a_group_that_never_commits_is_counted_from_the_log_start_and_says_so():
     q = queue(lag.analyse(doc), "g", "t")
     assert q["status"] == "NO_COMMIT" and q["lag_seconds"] is None
     assert q["depth"] == (160 - 40) + 90 and q["depth_basis"] == "log-start"
-    assert "auto.offset.reset" in q["depth_note"]
+    assert "auto.offset.reset" in q["notes"][0]
     assert q["depth_samples"] == [60 + 50, 90 + 70, 120 + 90] and q["lag_trend"] == "growing"
     assert q["not_progressing_partitions"] == 2 and q["no_commit_backlog"] == q["depth"]
     assert q["rebalances_seen"] == 0 and q["members_left"] == 0
@@ -550,6 +550,8 @@ def test_a_group_consuming_without_commits_is_not_healthy():
     assert "log start" in top["evidence"][0] and "threshold" in top["evidence"][0]
     step5 = next(s for s in report["steps"] if s["number"] == 5)
     assert [f["rule"] for f in step5["findings"]] == ["kafka-group-never-commits"]
+    [row] = report["queues"]  # the report's own queue row says what the depth is
+    assert row["depth"] == 250 and "auto.offset.reset" in row["notes"][0]
 
 
 def test_a_rebalance_storm_ranks_first_with_its_mechanism():
