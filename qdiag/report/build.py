@@ -19,7 +19,7 @@ SCHEMA = "qdiag.report/1"
 QUEUE_KEYS = ("system", "name", "group", "depth", "rate_in", "rate_out", "consumers", "fill_ratio", "status")
 # Detail keys worth carrying into the report's queue rows (the snapshot keeps everything).
 QUEUE_DETAIL_KEYS = ("status_native", "depth_settled", "depth_settled_why", "depth_bounds", "depth_basis",
-                     "consumers_gone", "depth_samples", "lag_seconds", "lag_seconds_source", "max_lag", "worst_partition",
+                     "consumers_gone", "gone_members", "rebalances_seen", "depth_samples", "lag_seconds", "lag_seconds_source", "max_lag", "worst_partition",
                      "partitions", "overflow", "limit", "data_at_risk", "trend", "rate_source", "notes",
                      "time_to_full_s", "time_to_drain_s", "vhost", "pending", "oldest_age_s", "layout",
                      # Lag detail: the worst partitions and who owns them, when a probe gives them.
