@@ -26,6 +26,8 @@ from qdiag.report import summary as s
 
 # Queue rows shown in the table; the rest are counted on one line.
 MAX_QUEUE_ROWS = 8
+# Consumer lines before the causes; kept short so the top cause stays on the first screen.
+MAX_CONSUMER_ROWS = 2
 LABEL_WIDTH = 9  # "measured", "do now", ... in the cause blocks
 
 _SGR = {"bold": "1", "dim": "2", "red": "31", "green": "32", "yellow": "33", "magenta": "35", "cyan": "36"}
@@ -143,6 +145,7 @@ def render_text(report: dict, *, color: bool, unicode: bool = True, width: int |
     out = _Text(width or 100, color, UNICODE if unicode else ASCII)
     _text_head(out, r)
     _text_queues(out, r)
+    _text_consumers(out, r)
     shown = _text_causes(out, r)
     _text_lag(out, r)
     _text_steps(out, r, shown)
@@ -190,6 +193,25 @@ def _text_queues(out: _Text, r: dict) -> None:
         backing = [q for q in others if q.get("backing_up")]
         out.add(out.fit(f"  not in focus: {len(others)} more queue(s), {len(backing)} backing up: "
                         + ", ".join(s.label(q) for q in (backing or others))))
+    out.add()
+
+
+def _text_consumers(out: _Text, r: dict) -> None:
+    """A line for each consumer the kernel was sampled for (where its threads waited): the JSON and
+    Markdown list every consumer, the first screen only those with something to say."""
+    focus, others = s.consumers_split(r)
+    sampled = [c for c in focus if s.consumer_sampled(c)]
+    if not sampled:
+        return
+    shown = sampled[:MAX_CONSUMER_ROWS]
+    out.title("Consumers")
+    for c in shown:
+        out.wrap(s.consumer_line(c), indent=2, first=f"{s.consumer_label(c)}: ", hang=4)
+    rest = [c for c in focus if c not in shown]
+    if rest or others:
+        brief = ", ".join(f"{s.consumer_label(c)} {s.consumer_brief(c)}" for c in rest)
+        tail = f"{len(others)} not in focus" if others else ""
+        out.add(out.fit(f"  + {len(rest)} more" + (f": {brief}" if brief else "") + (f"; {tail}" if tail else "")))
     out.add()
 
 
@@ -356,6 +378,15 @@ def render_markdown(report: dict) -> str:
         lines += ["", f"Not in focus: {len(others)} more queue(s), {backing} backing up: "
                       + ", ".join(md(s.label(q)) for q in others)]
     lines.append("")
+
+    consumers, elsewhere = s.consumers_split(r)
+    if consumers or elsewhere:
+        lines += ["## Consumers", ""]
+        lines += [f"- **{md(s.consumer_label(c))}**" + (f" ({md(c['queue'])})" if c.get("queue") else "")
+                  + f": {md(s.consumer_line(c))}" for c in consumers]
+        if elsewhere:
+            lines.append("- not in focus: " + ", ".join(md(s.consumer_label(c)) for c in elsewhere))
+        lines.append("")
 
     focused, folded = s.causes_split(r)
     lines += ["## Possible root causes", ""]
