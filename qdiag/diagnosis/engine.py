@@ -126,7 +126,8 @@ def rank(hits: list[Hit]) -> list[dict[str, Any]]:
                 "immediate": _unique(template.render(m, h.facts) for h in hits_sorted for m in h.rule.immediate),
                 "long_term": _unique(template.render(m, h.facts) for h in hits_sorted for m in h.rule.long_term),
             },
-            "next_commands": _unique(template.render(c, h.facts) for h in hits_sorted for c in h.rule.next),
+            "next_commands": _unique(c for c in (template.command(c, h.facts) for h in hits_sorted for c in h.rule.next)
+                                     if c is not None),
             "rules": [h.rule.id for h in hits_sorted],
         }
         if item.get("explained_by"):
