@@ -10,6 +10,7 @@ at); "focus" on each queue row; more queue detail keys (QUEUE_DETAIL_KEYS);
 
 from __future__ import annotations
 
+import shlex
 from typing import Any
 
 from qdiag.diagnosis import engine, facts
@@ -152,6 +153,58 @@ def _consumers(all_subjects: list[Subject], queues: set[str]) -> list[dict[str, 
     return sorted(consumers, key=lambda c: (not c["focus"], c["gone"], c["pid"] if isinstance(c["pid"], int) else 0))
 
 
+# --- commands that can be pasted ------------------------------------------------------------
+# Tools that read one runtime's threads: suggested only for a process running it.
+RUNTIME_TOOLS = {"py-spy": "python", "jcmd": "java"}
+
+
+def _command_pid(words: list[str]) -> int | None:
+    """The process a thread-dump command is about: py-spy's --pid, jcmd's first argument."""
+    if words[0] == "py-spy":
+        for flag, value in zip(words, words[1:]):
+            if flag in ("--pid", "-p") and value.isdigit():
+                return int(value)
+    elif words[0] == "jcmd" and len(words) > 1 and words[1].isdigit():
+        return int(words[1])
+    return None
+
+
+def _done_by_qdiag(consumers: list[dict]) -> set[str]:
+    """The commands this run has just done itself, as a playbook would write them."""
+    done = set()
+    for c in consumers:
+        pid = c.get("pid")
+        if c.get("dumped_with") == "py-spy":
+            done.add(f"py-spy dump --pid {pid}")
+        if c.get("dumped_with") == "jcmd":
+            done.add(f"jcmd {pid} Thread.print")
+        if (c.get("kernel") or {}).get("sampled"):
+            done.add(f"cat /proc/{pid}/task/*/wchan")
+        done.add(f"qdiag investigate --pid {pid}")
+    return done
+
+
+def suggestable(command: str, runtimes: dict, done: set[str]) -> bool:
+    """Whether to suggest `command`: not what qdiag has just done, and not a thread-dump
+    tool of another runtime than the process's (no jcmd for a Python process)."""
+    if " ".join(command.split()) in done:
+        return False
+    try:
+        words = shlex.split(command)
+    except ValueError:
+        return True
+    needed = RUNTIME_TOOLS.get(words[0]) if words else None
+    pid = _command_pid(words) if needed else None
+    return pid is None or pid not in runtimes or runtimes[pid] == needed
+
+
+def _pasteable(causes: list[dict], consumers: list[dict]) -> None:
+    runtimes = {c["pid"]: c.get("runtime") for c in consumers if isinstance(c.get("pid"), int)}
+    done = _done_by_qdiag(consumers)
+    for cause in causes:
+        cause["next_commands"] = [c for c in cause.get("next_commands") or [] if suggestable(c, runtimes, done)]
+
+
 def _verdict(assessed: dict) -> dict[str, Any]:
     return {"verdict": assessed["verdict"], "verdict_reasons": assessed["reasons"]}
 
@@ -164,6 +217,8 @@ def build_report(snapshot: dict, rules: list[Rule], baseline: dict | None = None
     hits = engine.evaluate_subjects(rules, all_subjects)
     ranked = engine.rank(hits)
     root_causes = [c for c in ranked if c["score"] >= engine.SCORE_FLOOR]
+    consumers = _consumers(all_subjects, {q["subject"] for q in queues})
+    _pasteable(root_causes, consumers)
     return {
         "schema": SCHEMA,
         "generated_at": snapshot["created_at"],
@@ -171,7 +226,7 @@ def build_report(snapshot: dict, rules: list[Rule], baseline: dict | None = None
         "window_s": snapshot["window_s"],
         **_verdict(engine.assess(snapshot, queues, ranked, joined.shared)),
         "queues": queues,
-        "consumers": _consumers(all_subjects, {q["subject"] for q in queues}),
+        "consumers": consumers,
         "root_causes": root_causes,
         "steps": engine.steps(hits, snapshot),
         "probes": [{"name": p["name"], "status": p["status"], "duration_s": p.get("duration_s", 0.0),
