@@ -17,11 +17,11 @@ terminal (`unicode`), and colours only when told to (`color`).
 
 from __future__ import annotations
 
-from qdiag.brokers import broker_flags
 import json
 import textwrap
 from dataclasses import dataclass
 
+from qdiag.brokers import broker_flags
 from qdiag.report import summary as s
 
 # Queue rows shown in the table; the rest are counted on one line.
@@ -217,7 +217,7 @@ def _text_consumers(out: _Text, r: dict) -> None:
 
 def _text_causes(out: _Text, r: dict) -> set[tuple[str, str]]:
     focused, others = s.causes_split(r)
-    shown = set()
+    shown = {(c.get("id"), c.get("subject")) for c in focused + others}
     if not focused and not others:
         out.add("No possible root cause scored above the floor.")
         out.add()
@@ -225,16 +225,15 @@ def _text_causes(out: _Text, r: dict) -> set[tuple[str, str]]:
     if focused:
         out.title("Causes, most likely first")
     first_of: dict[str, int] = {}
-    for rank, cause in enumerate(focused, 1):
-        shown.add((cause.get("id"), cause.get("subject")))
+    for rank, group in enumerate(s.fold(focused), 1):
+        cause = group[0]
         word = s.confidence(cause)
         meta = f"{word}{out.g.dot}{cause.get('id')}" + (f"{out.g.dot}step {cause['step']}" if cause.get("step") else "")
-        _text_title(out, f"{rank}. ", s.headline(cause), meta, CONFIDENCE_STYLE.get(word))
-        _text_block(out, "measured", [s.without_subject(s.text(e), cause.get("subject"))
-                                      for e in cause.get("evidence") or []])
-        if cause.get("explained_by"):
-            _text_block(out, "follows", [", ".join(map(str, cause["explained_by"])) + " would explain it"],
-                        style="dim")
+        _text_title(out, f"{rank}. ", s.group_headline(group), meta, CONFIDENCE_STYLE.get(word))
+        _text_block(out, "measured", s.group_evidence(group))
+        follows = s.group_union(group, "explained_by")
+        if follows:
+            _text_block(out, "follows", [", ".join(follows) + " would explain it"], style="dim")
         mitigations = cause.get("mitigations") or {}
         _text_block(out, "do now", [s.text(m) for m in mitigations.get("immediate") or []])
         if cause.get("id") in first_of:
@@ -243,15 +242,16 @@ def _text_causes(out: _Text, r: dict) -> set[tuple[str, str]]:
         else:
             first_of[cause.get("id")] = rank
             _text_block(out, "later", [s.text(m) for m in mitigations.get("long_term") or []])
-        _text_block(out, "confirm", [f"$ {c}" for c in cause.get("next_commands") or []], wrap=False, style="cyan")
+        _text_block(out, "confirm", [f"$ {c}" for c in s.group_union(group, "next_commands")], wrap=False,
+                    style="cyan")
     if others:
         if focused:
             out.add()
         out.title("Not in focus (about queues not named with --queue/--group)")
-        for cause in others:
-            shown.add((cause.get("id"), cause.get("subject")))
-            out.add(out.fit(f"  {out.g.bullet} {cause.get('id')} {cause.get('subject')} ({s.confidence(cause)}): "
-                            f"{s.decisive(cause)}"))
+        for group in s.fold(others):
+            subjects = ", ".join(str(c.get("subject")) for c in group)
+            out.add(out.fit(f"  {out.g.bullet} {group[0].get('id')} {subjects} ({s.confidence(group[0])}): "
+                            f"{s.decisive(group[0])}"))
     out.add()
     return shown
 
@@ -392,25 +392,26 @@ def render_markdown(report: dict) -> str:
     lines += ["## Possible root causes", ""]
     if not focused and not folded:
         lines += ["No possible root cause scored above the floor.", ""]
-    for rank, cause in enumerate(focused, 1):
-        lines += [f"### {rank}. {md(s.headline(cause))}", "",
+    for rank, group in enumerate(s.fold(focused), 1):
+        cause = group[0]
+        lines += [f"### {rank}. {md(s.group_headline(group))}", "",
                   f"*{s.confidence(cause)}* · {md_code(cause.get('id'))}"
                   + (f" · step {md(cause['step'])}" if cause.get("step") else ""), ""]
-        evidence = [s.text(e) for e in cause.get("evidence") or []]
-        lines += [f"- **Measured:** {md(e)}" for e in evidence if e]
-        if cause.get("explained_by"):
-            lines.append(f"- **Follows:** {md(', '.join(map(str, cause['explained_by'])))} would explain it")
+        lines += [f"- **Measured:** {md(e)}" for e in s.group_evidence(group, strip=False)]
+        follows = s.group_union(group, "explained_by")
+        if follows:
+            lines.append(f"- **Follows:** {md(', '.join(follows))} would explain it")
         mitigations = cause.get("mitigations") or {}
         lines += [f"- **Do now:** {md(s.text(m))}" for m in mitigations.get("immediate") or []]
         lines += [f"- **Later:** {md(s.text(m))}" for m in mitigations.get("long_term") or []]
-        commands = [str(c) for c in cause.get("next_commands") or []]
+        commands = s.group_union(group, "next_commands")
         if commands:
             lines += ["", "To confirm:", "", *md_block(commands)]
         lines.append("")
     if folded:
         lines += ["### Not in focus", ""]
-        lines += [f"- {md_code(c.get('id'))} {md(c.get('subject'))} ({s.confidence(c)}): {md(s.decisive(c))}"
-                  for c in folded]
+        lines += [f"- {md_code(g[0].get('id'))} {md(', '.join(str(c.get('subject')) for c in g))} "
+                  f"({s.confidence(g[0])}): {md(s.decisive(g[0]))}" for g in s.fold(folded)]
         lines.append("")
 
     detailed = [q for q in focus if s.has_lag_detail(q) and q.get("backing_up")]

@@ -8,10 +8,12 @@ present), so a report from an older or newer qdiag still renders.
 
 from __future__ import annotations
 
-from qdiag.brokers import broker_flags
 import re
 from datetime import datetime
+from itertools import zip_longest
 from typing import Any
+
+from qdiag.brokers import broker_flags
 
 # Control characters (C0, DEL, C1), zero-width and bidirectional controls, line
 # separators: a name taken from a broker is data and must not move the
@@ -139,6 +141,53 @@ def causes_split(report: dict) -> tuple[list[dict], list[dict]]:
     """(causes about what the user asked for, causes resting only on queues they did not name)."""
     causes = [c for c in report.get("root_causes") or [] if isinstance(c, dict)]
     return [c for c in causes if not c.get("out_of_focus")], [c for c in causes if c.get("out_of_focus")]
+
+
+def fold(causes: list[dict]) -> list[list[dict]]:
+    """Causes that say the same thing about different subjects, one group each, in rank order:
+    the same cause, rules, certainty and mitigations (none of which names the queue), so one
+    box lists the queues instead of a box per queue."""
+    groups: dict[tuple, list[dict]] = {}
+    for cause in causes:
+        mitigations = cause.get("mitigations") or {}
+        key = (cause.get("id"), tuple(map(str, cause.get("rules") or ())), confidence(cause),
+               tuple(text(m) for m in mitigations.get("immediate") or []),
+               tuple(text(m) for m in mitigations.get("long_term") or []), tuple(cause.get("explained_by") or ()))
+        groups.setdefault(key, []).append(cause)
+    return list(groups.values())
+
+
+def group_headline(group: list[dict]) -> str:
+    """The cause in words, naming every subject of the group."""
+    first = group[0]
+    line = headline(first)
+    if len(group) == 1:
+        return line
+    subjects = ", ".join(str(c.get("subject")) for c in group)
+    subject = str(first.get("subject"))
+    return line.replace(subject, subjects) if subject in line else f"{line} (and {subjects})"
+
+
+def group_evidence(group: list[dict], *, strip: bool = True) -> list[str]:
+    """Every evidence line of a lone cause (without its subject, which the title names, when
+    `strip`); the first line of each cause of a group, naming its subject."""
+    if len(group) == 1:
+        subject = group[0].get("subject") if strip else None
+        return [without_subject(text(e), subject) for e in group[0].get("evidence") or [] if text(e)]
+    out = []
+    for cause in group:
+        lines = [text(e) for e in cause.get("evidence") or [] if text(e)]
+        if lines:
+            out.append(f"{cause.get('subject')}: {without_subject(lines[0], cause.get('subject'))}")
+    return out
+
+
+def group_union(group: list[dict], key: str) -> list[str]:
+    """`key` ("next_commands", "explained_by") of every cause of a group, each once: the
+    first item of each cause, then the second of each..., so the same command for several
+    queues reads as one run of lines."""
+    lists = [[str(v) for v in c.get(key) or []] for c in group]
+    return list(dict.fromkeys(v for row in zip_longest(*lists) for v in row if v is not None))
 
 
 def answer(report: dict) -> str:
