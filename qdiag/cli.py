@@ -386,6 +386,28 @@ def check(
                    wait_s=wait, rules_files=playbook or [])
 
 
+class ExplainFormat(str, Enum):
+    text = "text"
+    json = "json"
+
+
+@app.command(cls=_Command, epilog=_examples("qdiag explain consumer-stuck",
+                                            "qdiag explain slow-dependency --playbook ours.toml",
+                                            "qdiag explain partition-skew -f json"))
+def explain(
+    ctx: typer.Context,
+    cause: Annotated[str, typer.Argument(metavar="CAUSE-ID", help="A root-cause id, as a report names it "
+                                                                   "(consumers-absent, slow-dependency, ...).")],
+    format: Annotated[ExplainFormat, typer.Option("--format", "-f", rich_help_panel=O,
+                                                  help="text for people, json for tools.")] = ExplainFormat.text,
+    playbook: Playbooks = None,
+) -> None:
+    """What a root cause means, the rules that decide it (conditions, thresholds, weights) and what to do."""
+    from qdiag.commands import explain as cmd
+
+    cmd.run(_invocation(ctx).env, cause, fmt=format.value, playbooks=playbook or [])
+
+
 @app.command("probes", cls=_Command, epilog=_examples("qdiag probes", "qdiag probes | grep -A3 '^kafka'"))
 def list_probes(ctx: typer.Context) -> None:
     """List the probes, what each needs, its default allowance beyond the window and its options."""
