@@ -269,7 +269,9 @@ def _blind_spots(snapshot: dict, queues_in_focus: list[dict]) -> list[str]:
             reasons.append(f"group '{group}' was found on none of the brokers probed ({_brokers_probed(probes)}): "
                            "check the name")
     if not records:
-        reasons.append("no queue was observed: give the broker (--kafka, --rabbitmq or --redis) and --queue, "
+        from qdiag.brokers import broker_flags
+
+        reasons.append(f"no queue was observed: give the broker ({broker_flags()}) and --queue, "
                        "or the consumer (--pid/--process) and its --log")
     for q in queues_in_focus:
         if str(q.get("status") or "unknown") == "unknown":

@@ -62,8 +62,8 @@ MEANINGS = {
     "queue-limit-reached": "The queue is at its limit (length, bytes, retention, MAXLEN, or an in-process bound "
                            "logging 'queue full'): new messages are refused or old ones dropped.",
     "broker-resource-alarm": "The broker throttles or refuses work to protect itself: a memory or disk alarm "
-                             "blocks publishers, flow control slows them, or Redis is at maxmemory (evicting "
-                             "or refusing writes) or refusing connections.",
+                             "blocks publishers, flow control slows them, or it is at its memory limit "
+                             "(evicting keys or refusing writes) or refuses new connections.",
     "os-limit-reached": "An operating-system limit is hit: file descriptors, accept queue, connection tracking "
                         "or the system file table; new connections or files fail.",
     "traffic-spike": "Producers send far more than the consumers can take: the inflow is well above its usual "

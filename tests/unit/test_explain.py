@@ -83,3 +83,8 @@ def test_an_unknown_cause_is_one_line_naming_the_closest():
     assert r.code == ExitCode.UNKNOWN
     assert r.out == ""
     assert r.err.count("\n") == 1 and "did you mean slow-dependency?" in r.err
+
+
+def test_explain_help_has_examples_and_real_types():
+    out = run_cli("explain", "-h").out
+    assert "$ qdiag explain consumer-stuck" in out and "CAUSE-ID" in out and "<text|json>" in out
