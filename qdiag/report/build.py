@@ -169,15 +169,15 @@ def _command_pid(words: list[str]) -> int | None:
     return None
 
 
-def _done_by_qdiag(consumers: list[dict]) -> set[str]:
+def done_by_qdiag(consumers: list[dict]) -> set[str]:
     """The commands this run has just done itself, as a playbook would write them."""
     done = set()
     for c in consumers:
         pid = c.get("pid")
         if c.get("dumped_with") == "py-spy":
             done.add(f"py-spy dump --pid {pid}")
-        if c.get("dumped_with") == "jcmd":
-            done.add(f"jcmd {pid} Thread.print")
+        if c.get("dumped_with") in ("jcmd", "jstack"):  # the same thread dump either way
+            done |= {f"jcmd {pid} Thread.print", f"jstack {pid}"}
         if (c.get("kernel") or {}).get("sampled"):
             done.add(f"cat /proc/{pid}/task/*/wchan")
         done.add(f"qdiag investigate --pid {pid}")
@@ -200,7 +200,7 @@ def suggestable(command: str, runtimes: dict, done: set[str]) -> bool:
 
 def _pasteable(causes: list[dict], consumers: list[dict]) -> None:
     runtimes = {c["pid"]: c.get("runtime") for c in consumers if isinstance(c.get("pid"), int)}
-    done = _done_by_qdiag(consumers)
+    done = done_by_qdiag(consumers)
     for cause in causes:
         cause["next_commands"] = [c for c in cause.get("next_commands") or [] if suggestable(c, runtimes, done)]
 

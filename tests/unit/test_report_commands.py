@@ -7,7 +7,7 @@ from __future__ import annotations
 import shlex
 
 from qdiag.diagnosis import playbook, template
-from qdiag.report.build import build_report, suggestable
+from qdiag.report.build import build_report, done_by_qdiag, suggestable
 from qdiag.report.render import render_markdown, render_text
 from tests.unit.test_diagnosis import (host, processes, rabbit_queue, rabbitmq, snapshot, target, thread_probe,
                                        threads)
@@ -88,6 +88,12 @@ def test_what_qdiag_has_just_done_is_not_suggested():
     assert not suggestable("jcmd 7 Thread.print -l", runtimes, done)  # a Python process
     assert not suggestable("py-spy top --pid 9", runtimes, done)  # neither Python nor Java
     assert suggestable("py-spy top --pid 10", runtimes, done)  # a process qdiag did not look at
+
+
+def test_a_jvm_dumped_with_jstack_is_not_told_to_take_the_same_dump_with_jcmd():
+    done = done_by_qdiag([{"pid": 8, "dumped_with": "jstack", "kernel": {"sampled": False}}])
+    assert not suggestable("jcmd 8 Thread.print", {8: "java"}, done)
+    assert suggestable("jcmd 8 Thread.print -l", {8: "java"}, done)
 
 
 def test_a_consumer_qdiag_dumped_and_sampled_is_not_told_to_be_dumped_again():
