@@ -114,7 +114,10 @@ def no_consumers(*names, vhost="/"):
 
 
 def test_rabbitmq_commands_name_the_vhost_and_the_queue():
-    commands = commands_of(no_consumers("billing orders", vhost="shop"), "consumers-absent")
+    """Outside the default vhost a report names the queue vhost/name; rabbitmqctl prints the bare name."""
+    queue = rabbit_queue("shop/billing orders", queue="billing orders", vhost="shop", consumers=0, rate_in=5.0,
+                         rate_out=0.0, status="no-consumers")
+    commands = commands_of(snapshot(host(), rabbitmq(queue), queues=["shop/billing orders"]), "consumers-absent")
     assert ("rabbitmqctl list_queues -p shop name messages_ready messages_unacknowledged consumers "
             "| grep -F 'billing orders'") in commands
     assert "rabbitmqctl list_consumers -p shop" in commands
