@@ -129,7 +129,8 @@ def rank(hits: list[Hit]) -> list[dict[str, Any]]:
                 "immediate": _unique(template.render(m, h.facts) for h in hits_sorted for m in h.rule.immediate),
                 "long_term": _unique(template.render(m, h.facts) for h in hits_sorted for m in h.rule.long_term),
             },
-            "next_commands": _unique(template.render(c, h.facts) for h in hits_sorted for c in h.rule.next),
+            "next_commands": _unique(c for c in (template.command(c, h.facts) for h in hits_sorted for c in h.rule.next)
+                                     if c is not None),
             "rules": [h.rule.id for h in hits_sorted],
         }
         if item.get("explained_by"):
@@ -271,7 +272,9 @@ def _blind_spots(snapshot: dict, queues_in_focus: list[dict]) -> list[str]:
             reasons.append(f"group '{group}' was found on none of the brokers probed ({_brokers_probed(probes)}): "
                            "check the name")
     if not records:
-        reasons.append("no queue was observed: give the broker (--kafka, --rabbitmq or --redis) and --queue, "
+        from qdiag.brokers import broker_flags
+
+        reasons.append(f"no queue was observed: give the broker ({broker_flags()}) and --queue, "
                        "or the consumer (--pid/--process) and its --log")
     for q in queues_in_focus:
         if q.get("depth_settled") is False:
