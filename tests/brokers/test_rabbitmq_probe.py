@@ -67,7 +67,7 @@ def rabbitmqctl_queues(vhost="/"):
     exe = shutil.which("rabbitmqctl") or "/usr/sbin/rabbitmqctl"
     out = subprocess.run([exe, "list_queues", "-q", "--formatter", "json", "-p", vhost,
                           "name", "messages_ready", "messages_unacknowledged", "consumers"],
-                         capture_output=True, text=True, timeout=60, check=True)
+                         capture_output=True, text=True, timeout=60, check=True, cwd="/")
     return {q["name"]: q for q in json.loads(out.stdout or "[]")}
 
 
@@ -209,7 +209,10 @@ def state_of_vhost(vhost):
     exe = shutil.which("rabbitmqctl") or "/usr/sbin/rabbitmqctl"
 
     def listing(*args):
-        out = subprocess.run([exe, *args, "-q", "--formatter", "json", "-p", vhost], capture_output=True, text=True,
+        # cwd "/": rabbitmqctl runs as the rabbitmq user, who cannot read a test's private
+        # working directory (Erlang then prints an error report on stdout, before the JSON).
+        out = subprocess.run([exe, *args, "-q", "--formatter", "json", "-p", vhost], cwd="/", capture_output=True,
+                             text=True,
                              timeout=60, check=True).stdout
         return sorted(json.dumps(item, sort_keys=True) for item in json.loads(out or "[]"))
 
