@@ -797,18 +797,20 @@ def discover(ctx: ProbeContext) -> list[dict]:
             if member.get("host"):
                 members_by_host.setdefault(member["host"].lstrip("/"), []).append((gid, member))
     own = os.getpid()
-    found: dict[int, dict] = {}
+    found: dict[int | str, dict] = {}
     for host, members in members_by_host.items():
         pids: set[int] = set()
         for port, ips in by_port.items():
             pids |= pids_connected_to(ips, port, client_ip=host)
         pids.discard(own)
-        if not pids:
-            continue
         clients = sorted({m.get("client_id") or "?" for _, m in members})
         subjects = sorted({f"kafka:{t}/{gid}" for gid, m in members for t in (m.get("assignment") or {})}
                           or {f"kafka:*/{gid}" for gid, _ in members})
         via = "kafka member " + ", ".join(clients)
+        if not pids:
+            # On another host: Kafka names only its address, which a fleet's snapshots are matched with.
+            found.setdefault(f"peer:{host}", {"pid": None, "peer": host, "via": via, "subject": ",".join(subjects)})
+            continue
         if len(pids) > 1:
             via += f" (one of {len(pids)} local processes connected to the broker from {host})"
         for pid in sorted(pids):
