@@ -30,7 +30,7 @@ from qdiag.probe import all_probes
 HOST_FACT = "seen_on"
 
 
-def _about_brokers(item: dict) -> bool:
+def about_brokers(item: dict) -> bool:
     """A probe item whose evidence is the brokers' (the same from every host that probed them)."""
     probe = all_probes().get(item.get("name"))
     return bool(probe and set(probe.needs) & set(BROKER_NAMES))
@@ -59,8 +59,8 @@ def join(merged: dict, baseline: dict | None = None) -> FleetJoin:
     all_hosts = hosts_of(merged)
     matching = match(all_hosts)
     primary = all_hosts[0]
-    broker_items = [i for i in primary.doc.get("probes") or [] if _about_brokers(i)]
-    own_items = {h.name: [i for i in h.doc.get("probes") or [] if not _about_brokers(i)]
+    broker_items = [i for i in primary.doc.get("probes") or [] if about_brokers(i)]
+    own_items = {h.name: [i for i in h.doc.get("probes") or [] if not about_brokers(i)]
                  for h in all_hosts if h.doc is not None}
     discovered = [d for h in all_hosts if h.doc is not None for d in h.doc.get("discovered") or []
                   if isinstance(d, dict) and d.get("pid") is not None] + matching.claims

@@ -50,6 +50,8 @@ def _probe_rows(fj: diagnose.FleetJoin) -> list[dict]:
                          "error": host.entry.get("error")})
             continue
         for p in host.doc.get("probes") or []:
+            if diagnose.about_brokers(p) and p.get("status") in ("not_applicable", "skipped"):
+                continue  # a consumer host probes no broker: the primary does
             rows.append({"name": f"{p.get('name')}@{host.name}", "status": p.get("status"),
                          "duration_s": p.get("duration_s", 0.0), "error": p.get("error")})
     return rows

@@ -152,6 +152,28 @@ def _add(zf: zipfile.ZipFile, arcname: str, data: bytes, executable: bool = Fals
     info.compress_type = zipfile.ZIP_DEFLATED
     info.external_attr = ((0o755 if executable else 0o644) | stat.S_IFREG) << 16
     zf.writestr(info, data)
+    if arcname.endswith(".py") and not arcname.startswith(NATIVE_DIR + "/"):
+        _add_bytecode(zf, arcname, data)
+
+
+def _add_bytecode(zf: zipfile.ZipFile, arcname: str, source: bytes) -> None:
+    """Modules imported from a zip are compiled at every start unless their bytecode is there
+    too (zipimport writes none): NAME.pyc beside NAME.py, for this Python version (another
+    version reads the source).  Hash-based and unchecked: the archive never changes."""
+    from importlib.util import source_hash
+    import marshal
+
+    try:
+        code = compile(source, arcname, "exec", dont_inherit=True)
+    except (SyntaxError, ValueError):
+        return  # a module for another Python version: its source is there
+    from importlib.util import MAGIC_NUMBER
+
+    header = MAGIC_NUMBER + (0b01).to_bytes(4, "little") + source_hash(source)
+    info = zipfile.ZipInfo(arcname[:-3] + ".pyc", EPOCH)
+    info.compress_type = zipfile.ZIP_DEFLATED
+    info.external_attr = (0o644 | stat.S_IFREG) << 16
+    zf.writestr(info, header + marshal.dumps(code))
 
 
 def _package_dir(name: str) -> Path:
