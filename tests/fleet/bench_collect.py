@@ -24,11 +24,10 @@ import time
 import uuid
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-import lab as lab_module  # noqa: E402
-from conftest import REPO, WORKLOADS, target_python  # noqa: E402
+from tests.fleet import lab as lab_module  # noqa: E402
+from tests.fleet.lab import REPO, WORKLOADS, target_python  # noqa: E402
 
 
 def main() -> int:

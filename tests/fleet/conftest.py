@@ -8,12 +8,8 @@ from pathlib import Path
 
 import pytest
 
-HERE = Path(__file__).resolve().parent
-REPO = HERE.parents[1]
-WORKLOADS = REPO / "tests" / "scenarios" / "workloads"
-sys.path.insert(0, str(HERE))
-
-import lab as lab_module  # noqa: E402
+from tests.fleet import lab as lab_module
+from tests.fleet.lab import REPO
 
 
 @pytest.fixture
@@ -37,8 +33,3 @@ def pyz(tmp_path_factory) -> Path:
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     return out
-
-
-def target_python() -> str:
-    """The Python a consumer host has: the system's, without qdiag's libraries (it runs the single file)."""
-    return "/usr/bin/python3" if Path("/usr/bin/python3").exists() else sys.executable

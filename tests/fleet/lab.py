@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 SSHD = "/usr/sbin/sshd"
+REPO = Path(__file__).resolve().parents[2]
+WORKLOADS = REPO / "tests" / "scenarios" / "workloads"
 SUBNET = "10.231.{tag}"
 
 
@@ -208,3 +210,8 @@ class Lab:
             left.append(str(self.root))
         left += [str(p.pid) for p in self.procs if p.poll() is None]
         return left
+
+
+def target_python() -> str:
+    """The Python a consumer host has: the system's, without qdiag's libraries (it runs the single file)."""
+    return "/usr/bin/python3" if Path("/usr/bin/python3").exists() else sys.executable

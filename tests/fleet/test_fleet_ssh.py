@@ -15,7 +15,7 @@ import uuid
 
 import pytest
 
-from conftest import REPO, WORKLOADS, target_python
+from tests.fleet.lab import REPO, WORKLOADS, target_python
 
 pytestmark = [pytest.mark.live]
 
