@@ -12,8 +12,11 @@ import subprocess
 import sys
 import time
 import uuid
+from pathlib import Path
 
 import pytest
+
+from qdiag import snapshot as snapshots
 
 from tests.fleet.lab import REPO, WORKLOADS, target_python
 
@@ -30,12 +33,13 @@ def _python_in(lab, node, code: str, env: dict) -> str:
 
 
 def _collect_command(lab, pyz) -> str:
-    # The remote side's own caches and config stay in the lab's directory.
-    return (f"env XDG_CACHE_HOME={lab.root}/cache XDG_CONFIG_HOME={lab.root}/config "
+    # The remote side's own caches and config stay in the lab's directory; its PATH is the
+    # system's alone, as on a host where nobody installed anything (no py-spy).
+    return (f"env PATH=/usr/bin:/bin XDG_CACHE_HOME={lab.root}/cache XDG_CONFIG_HOME={lab.root}/config "
             f"{target_python()} {pyz}")
 
 
-def _investigate(lab, node, tmp_path, *args: str, env: dict, timeout: float = 120) -> tuple[dict, subprocess.CompletedProcess]:
+def _investigate(lab, node, tmp_path, *args: str, env: dict, timeout: float = 120) -> tuple[dict, Path]:
     snap = tmp_path / f"fleet-{uuid.uuid4().hex[:6]}.json.gz"
     argv = [sys.executable, "-m", "qdiag", "investigate", "--format", "json", "--no-auto-detect",
             "--window", str(WINDOW_S), "--snapshot", str(snap), *args]
@@ -48,7 +52,7 @@ def _investigate(lab, node, tmp_path, *args: str, env: dict, timeout: float = 12
     again = json.loads(replay.stdout)
     assert [(c["id"], c["subject"]) for c in again["root_causes"]] == \
         [(c["id"], c["subject"]) for c in report["root_causes"]], "the saved merged snapshot ranks differently"
-    return report, done
+    return report, snap
 
 
 def _env(lab, url: str) -> dict:
@@ -79,9 +83,9 @@ def test_a_deadlocked_consumer_on_another_host_is_ranked_first_with_its_host(lab
         time.sleep(0.5)
 
     # On-call knows the broker, the stream and the consumer hosts; not the pid on web-1.
-    report, _ = _investigate(lab, ops, tmp_path, "--redis", url, "--queue", key,
-                             "--collect", "ssh://web-1,web-2", "--collect-command", _collect_command(lab, pyz),
-                             env=env)
+    report, saved = _investigate(lab, ops, tmp_path, "--redis", url, "--queue", key,
+                                 "--collect", "ssh://web-1,web-2", "--collect-command", _collect_command(lab, pyz),
+                                 env=env)
     ranked = [(c["id"], c["subject"]) for c in report["root_causes"]]
     assert ranked and ranked[0] == ("consumer-stuck", f"process:web-1/{consumer.pid}"), \
         json.dumps(report["root_causes"][:3], indent=1)[:3000]
@@ -95,9 +99,14 @@ def test_a_deadlocked_consumer_on_another_host_is_ranked_first_with_its_host(lab
     matched = [c for c in report["fleet"]["consumers"] if c["host"] == "web-1"]
     assert matched and matched[0]["pid"] == f"web-1/{consumer.pid}"
     assert matched[0]["peer"].startswith(web1.address + ":")
-    # py-spy is not where the single file runs: the threads probe there says what it needs.
+    # py-spy is not where the single file runs: the threads probe there says what it needs, and the
+    # kernel's view of the threads is what found the consumer stuck.
     threads = next(p for p in report["probes"] if p["name"] == "threads@web-1")
     assert threads["status"] == "ok"
+    web1 = next(h["snapshot"] for h in snapshots.load(saved)["fleet"]["hosts"] if h["name"] == "web-1")
+    dumped = next(p for p in web1["probes"] if p["name"] == "threads")["observations"]["processes"]
+    assert "py-spy is not installed" in dumped[0]["error"] and "py_spy" in dumped[0]["error"]
+    assert "consumer-threads-never-woke" in top["rules"]
 
 
 def test_hosts_that_fail_are_reported_on_the_host_and_never_fail_the_run(lab, pyz, tmp_path):
