@@ -63,6 +63,17 @@ def main() -> int:
                              "workers"], env=env)
         time.sleep(3)
         command = f"env XDG_CACHE_HOME={lab.root}/cache XDG_CONFIG_HOME={lab.root}/config {target_python()} {pyz}"
+        # What one consumer host's snapshot costs, run there directly (ip execs it: its rusage is the run's).
+        endpoint = url.split("//", 1)[1].rsplit("/", 1)[0]
+        one = subprocess.Popen(["ip", "netns", "exec", hosts[0].netns, "env", f"XDG_CACHE_HOME={lab.root}/cache",
+                                target_python(), str(pyz), "snapshot", "-o", "-", "--no-auto-detect", "--window",
+                                f"{args.window:g}", "--connected-to", endpoint], stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+        _, _, usage = os.wait4(one.pid, 0)
+        cpu = usage.ru_utime + usage.ru_stime
+        print(f"one consumer host's snapshot (single file, system Python): {cpu:.2f} CPU-seconds; here every "
+              f"host shares the same {os.cpu_count()} CPUs, so N hosts need about N x {cpu:.2f} / {os.cpu_count()} s "
+              "of this machine's time")
         print(f"window {args.window:g}s, {args.runs} run(s) each, {os.cpu_count()} CPUs; wall seconds of the whole run")
         for n in [0] + counts:
             walls, oks = [], []
