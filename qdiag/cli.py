@@ -268,10 +268,11 @@ def investigate(
     playbook: Playbooks = None, baseline: Baseline = None,
     save: Annotated[Optional[str], typer.Option("--snapshot", metavar="FILE", rich_help_panel=O,
                                                 help="Also save the snapshot this report was built from.")] = None,
-    collect: Annotated[Optional[List[str]], typer.Option("--collect", metavar="ssh://HOST[,HOST...]|kubectl://NS/SELECTOR",
+    collect: Annotated[Optional[List[str]], typer.Option("--collect", metavar="TARGET",
                                                          rich_help_panel=F,
-                                                         help="Also take a snapshot on each consumer host or pod, "
-                                                              "through ssh or kubectl, and diagnose all together "
+                                                         help="ssh://HOST\\[,HOST...] or kubectl://NAMESPACE/SELECTOR: "
+                                                              "also take a snapshot on each consumer host or pod "
+                                                              "(system ssh or kubectl) and diagnose all together "
                                                               "(repeatable).")] = None,
     collect_command: Annotated[Optional[str], typer.Option("--collect-command", metavar="CMD", rich_help_panel=F,
                                                            help="How qdiag is run on the targets (default: qdiag; "
