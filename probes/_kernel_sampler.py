@@ -70,6 +70,7 @@ class _Process:
         self.resolved: dict[int, dict] = {}      # fd -> resolve_fd() result, within one tick
         self.tables_at = float("-inf")
         self.table_rows = 0  # rows in the socket tables at the last read
+        self.listening: frozenset[int] = frozenset()  # ports its own listeners accept on
         self.mem_fd: int | None = None
         self.mem_error: str | None = None
         self.problems: Counter = Counter()
@@ -281,7 +282,7 @@ class _Process:
             row = self.sockets.get(detail)
             if row is not None and row["proto"] == "unix" and "peer_name" not in row:
                 row["peer_name"] = self._unix_peer(detail)
-        return kw.resolve_fd(fd, link, self.sockets)
+        return kw.resolve_fd(fd, link, self.sockets, self.listening)
 
     def _unix_peer(self, inode: int) -> str | None:
         if not self.same_netns:
@@ -312,6 +313,7 @@ class _Process:
             for row in pp.parse_proc_net_tcp(text, wanted):
                 self.sockets[row["inode"]] = {**row, "proto": proto}
         self.table_rows = rows
+        self.listening = kw.listening_ports({i: r for i, r in self.sockets.items() if i in inodes})
         missing = wanted - self.sockets.keys()
         if missing:
             try:

@@ -221,11 +221,19 @@ def _fd_wait(call: str, fds: list[dict], broker_ports: Mapping[int, str], awaiti
     return _one("local", "closed fds", call)
 
 
-def resolve_fd(fd: int, link: str | None, sockets: Mapping[int, dict]) -> dict:
+def listening_ports(sockets: Mapping[int, dict]) -> frozenset[int]:
+    """The ports the process's own listening sockets accept on."""
+    return frozenset(p for p in (port_of(r.get("local", "")) for r in sockets.values()
+                                 if r.get("state") == "LISTEN") if p is not None)
+
+
+def resolve_fd(fd: int, link: str | None, sockets: Mapping[int, dict], listening: frozenset[int] = frozenset()) -> dict:
     """One fd -> {"fd", "kind", "peer", "label", ...} from its /proc/<pid>/fd link and the
     process's socket table ({inode: row} with "proto" tcp/udp/unix, "remote" or "name").
 
-    kind: tcp, udp, unix, pipe, anon, file, socket (of another family), closed.
+    kind: tcp, udp, unix, pipe, anon, file, socket (of another family), closed; inbound for a
+    connection one of the process's own listeners accepted (`listening`: their ports): a
+    server waiting there waits for its clients' requests, not on a dependency.
     peer: "ip:port" of a connected TCP/UDP socket, "unix:/path" of a Unix socket
     whose peer is bound to a path; None otherwise.
     """
@@ -244,6 +252,9 @@ def resolve_fd(fd: int, link: str | None, sockets: Mapping[int, dict]) -> dict:
         if row.get("state") == "LISTEN" or row.get("remote", "").endswith(":0"):
             return {"fd": fd, "kind": proto, "peer": None, "label": f"listen {row['local']}"
                     if row.get("state") == "LISTEN" else f"{proto} {row['local']}", "inode": detail}
+        if proto == "tcp" and port_of(row.get("local", "")) in listening:
+            return {"fd": fd, "kind": "inbound", "peer": None, "label": f"clients on :{port_of(row['local'])}",
+                    "inode": detail}
         return {"fd": fd, "kind": proto, "peer": row["remote"], "label": row["remote"], "inode": detail}
     if kind == "pipe":
         return {"fd": fd, "kind": "pipe", "peer": None, "label": "pipe", "inode": detail}

@@ -95,7 +95,8 @@ def rank(hits: list[Hit]) -> list[dict[str, Any]]:
         if out_of_focus:
             score *= OUT_OF_FOCUS
         scored.append({"id": cause, "subject": subject, "score": score, "hits": group, "out_of_focus": out_of_focus})
-    undemoted = [(item["id"], item["score"], _queues_of(item)) for item in scored]
+    # A cause resting only on things the user did not point at cannot explain one they did.
+    undemoted = [(item["id"], item["score"], _queues_of(item), item["out_of_focus"]) for item in scored]
     for item in scored:
         causes = EXPLAINED_BY.get(item["id"], ())
         if not causes:
@@ -104,7 +105,9 @@ def rank(hits: list[Hit]) -> list[dict[str, Any]]:
         # consumer of another queue says nothing about why this one is full.
         mine = _queues_of(item)
         best: dict[str, float] = {}
-        for cause, score, theirs in undemoted:
+        for cause, score, theirs, aside in undemoted:
+            if aside and not item["out_of_focus"]:
+                continue
             if cause in causes and (not mine or not theirs or mine & theirs):
                 best[cause] = max(best.get(cause, 0.0), score)
         top = max(best.values(), default=0.0)
@@ -126,7 +129,8 @@ def rank(hits: list[Hit]) -> list[dict[str, Any]]:
                 "immediate": _unique(template.render(m, h.facts) for h in hits_sorted for m in h.rule.immediate),
                 "long_term": _unique(template.render(m, h.facts) for h in hits_sorted for m in h.rule.long_term),
             },
-            "next_commands": _unique(template.render(c, h.facts) for h in hits_sorted for c in h.rule.next),
+            "next_commands": _unique(c for c in (template.command(c, h.facts) for h in hits_sorted for c in h.rule.next)
+                                     if c is not None),
             "rules": [h.rule.id for h in hits_sorted],
         }
         if item.get("explained_by"):
@@ -268,10 +272,15 @@ def _blind_spots(snapshot: dict, queues_in_focus: list[dict]) -> list[str]:
             reasons.append(f"group '{group}' was found on none of the brokers probed ({_brokers_probed(probes)}): "
                            "check the name")
     if not records:
-        reasons.append("no queue was observed: give the broker (--kafka, --rabbitmq or --redis) and --queue, "
+        from qdiag.brokers import broker_flags
+
+        reasons.append(f"no queue was observed: give the broker ({broker_flags()}) and --queue, "
                        "or the consumer (--pid/--process) and its --log")
     for q in queues_in_focus:
-        if str(q.get("status") or "unknown") == "unknown":
+        if q.get("depth_settled") is False:
+            why = q.get("depth_settled_why") or "the broker's figures had not settled"
+            reasons.append(f"{q.get('subject')}: its depth is not a measurement of now ({why})")
+        elif str(q.get("status") or "unknown") == "unknown":
             why = q.get("status_reason") or q.get("note") or "its figures were not settled over the window"
             reasons.append(f"{q.get('subject')} was not measured: {why}")
     for p in probes:

@@ -388,3 +388,23 @@ def test_a_thread_that_was_woken_is_not_never_woke_even_with_the_same_wait():
 def test_no_samples_is_no_answer():
     doc = kw.summarise_process({}, {})
     assert doc["shares"] is None and doc["attribution"] == [] and doc["thread_samples"] == 0
+
+
+def test_a_connection_the_process_accepted_is_its_clients_not_a_dependency():
+    """A server thread waiting on a connection its own listener accepted waits for a client's
+    request (a broker's network thread, a consumer's health endpoint): never a dependency."""
+    sockets = {
+        1: {"proto": "tcp", "inode": 1, "local": "127.0.0.1:9092", "remote": "0.0.0.0:0", "state": "LISTEN"},
+        2: {"proto": "tcp", "inode": 2, "local": "127.0.0.1:9092", "remote": "127.0.0.1:38400",
+            "state": "ESTABLISHED"},
+        3: {"proto": "tcp", "inode": 3, "local": "127.0.0.1:51000", "remote": "10.0.0.5:5432",
+            "state": "ESTABLISHED"},
+    }
+    listening = kw.listening_ports(sockets)
+    assert listening == {9092}
+    inbound = kw.resolve_fd(7, "socket:[2]", sockets, listening)
+    outbound = kw.resolve_fd(8, "socket:[3]", sockets, listening)
+    assert inbound["kind"] == "inbound" and inbound["peer"] is None and inbound["label"] == "clients on :9092"
+    assert outbound["kind"] == "tcp" and outbound["peer"] == "10.0.0.5:5432"
+    wait = kw._fd_wait("epoll_wait", [inbound], {}, None)
+    assert wait.parts == (("local", "clients on :9092"),)
