@@ -108,7 +108,7 @@ def _access(entry: dict) -> str:
 
 def _run_there(command: str, host: Host) -> str:
     """A command as it is run on `host`, its qualified pids back to plain ones."""
-    plain = re.sub(rf"(?<![\w-]){re.escape(host.name)}/(\d+)\b", r"\1", command)
+    plain = re.sub(rf"(?<![\w.]){re.escape(host.name)}/(\d+)\b", r"\1", command)
     access = _access(host.entry)
     if host.primary and not access:
         return plain
@@ -118,8 +118,9 @@ def _run_there(command: str, host: Host) -> str:
 
 
 def _host_named(text: str, all_hosts: list[Host]) -> Host | None:
-    for host in all_hosts:
-        if re.search(rf"(?<![\w-]){re.escape(host.name)}/\d+\b", text) or text.endswith(f":{host.name}"):
+    # Longest names first: "b-web-1/7" is b-web-1's pid, not web-1's.
+    for host in sorted(all_hosts, key=lambda h: -len(h.name)):
+        if re.search(rf"(?<![\w.]){re.escape(host.name)}/\d+\b", text) or text.endswith(f":{host.name}"):
             return host
     return None
 
@@ -141,5 +142,5 @@ def _prose_there(text: str, all_hosts: list[Host]) -> str:
     host = _host_named(text, all_hosts)
     if host is None:
         return text
-    plain = re.sub(rf"(?<![\w-]){re.escape(host.name)}/(\d+)\b", r"\1", text)
+    plain = re.sub(rf"(?<![\w.]){re.escape(host.name)}/(\d+)\b", r"\1", text)
     return f"on {host.name}: {plain}"

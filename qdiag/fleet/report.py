@@ -17,6 +17,7 @@ from qdiag.diagnosis import engine
 from qdiag.diagnosis.playbook import Rule
 from qdiag.fleet import diagnose
 from qdiag.fleet.merge import split_peer, time_checks
+from qdiag.report import build as report_build
 from qdiag.report.build import build_report
 
 
@@ -68,6 +69,12 @@ def build_fleet_report(merged: dict, rules: list[Rule], baseline: dict | None = 
     hits = diagnose.evaluate(rules, fj)
     ranked = engine.rank(hits)
     causes = [c for c in ranked if c["score"] >= engine.SCORE_FLOOR]
+    consumers = report_build._consumers(fj.subjects, {q["subject"] for q in report["queues"]})
+    for consumer in consumers:
+        if consumer.get("pid") is None and str(consumer.get("subject")).startswith("process:"):
+            consumer["pid"] = consumer["subject"].split(":", 1)[1]  # host/pid: pids are named with their host
+    # What this run did itself (a thread dump) is not suggested again; then each command for its host.
+    report_build._pasteable(causes, consumers)
     diagnose.localise(causes, fj.hosts)
     assessed = engine.assess(fj.doc, report["queues"], ranked, fj.shared)
     unseen = _unseen(fj)
@@ -81,6 +88,7 @@ def build_fleet_report(merged: dict, rules: list[Rule], baseline: dict | None = 
         verdict=verdict,
         verdict_reasons=list(assessed["reasons"]) + unseen + checks,
         root_causes=causes,
+        consumers=consumers,
         steps=engine.steps(hits, fj.doc),
         host=", ".join(names),
         probes=report["probes"] + _probe_rows(fj),

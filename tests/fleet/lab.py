@@ -129,6 +129,7 @@ class Lab:
             "LogLevel ERROR",
             "MaxStartups 64",
             "MaxSessions 64",
+            "Subsystem sftp /usr/lib/openssh/sftp-server",
         ]) + "\n")
         self.start(node, [SSHD, "-D", "-e", "-f", str(config)], hostname=node.name)
         self._wait_port(node, 22)

@@ -131,10 +131,13 @@ def test_commands_are_given_for_the_host_they_run_on():
     merged = _merged(_broker(["10.9.0.11:40001"]), _consumer_host("web-1", "10.9.0.11", [(4127, 40001)]))
     all_hosts = hosts(merged)
     causes = [{"subject": "process:web-1/4127", "next_commands": ["py-spy dump --pid web-1/4127", "cat /proc/loadavg"],
-               "mitigations": {"immediate": ["restart pid web-1/4127"], "long_term": []}}]
+               "mitigations": {"immediate": ["restart pid web-1/4127",
+                                             "qdiag snapshot --pid web-1/4127 -o deadlock-web-1/4127.json.gz"],
+                               "long_term": []}}]
     diagnose.localise(causes, all_hosts)
     assert causes[0]["next_commands"] == ["ssh web-1 'py-spy dump --pid 4127'", "ssh web-1 'cat /proc/loadavg'"]
-    assert causes[0]["mitigations"]["immediate"] == ["on web-1: restart pid 4127"]
+    assert causes[0]["mitigations"]["immediate"] == ["on web-1: restart pid 4127",
+                                                     "on web-1: qdiag snapshot --pid 4127 -o deadlock-4127.json.gz"]
 
 
 def test_report_takes_several_snapshot_files_and_a_merged_one_merges_again(tmp_path):
@@ -146,6 +149,7 @@ def test_report_takes_several_snapshot_files_and_a_merged_one_merges_again(tmp_p
     assert r.code == 0, r.err
     doc = r.json()
     assert doc["host"] == "mq-1, web-1" and doc["fleet"]["consumers"][0]["pid"] == "web-1/100"
+    assert [c["pid"] for c in doc["consumers"]] == ["web-1/100"]
     merged = tmp_path / "m.json.gz"
     snap.save(_merged(broker, web), merged)
     other = _consumer_host("web-2", "10.9.0.12", [(7, 1)])
