@@ -106,9 +106,14 @@ def _access(entry: dict) -> str:
     return entry.get("access") or ""
 
 
+def plain_pids(text: str, host: Host) -> str:
+    """'py-spy dump --pid web-1/4127' -> 'py-spy dump --pid 4127' (on web-1)."""
+    return re.sub(rf"(?<![\w.]){re.escape(host.name)}/(\d+)\b", r"\1", text)
+
+
 def _run_there(command: str, host: Host) -> str:
     """A command as it is run on `host`, its qualified pids back to plain ones."""
-    plain = re.sub(rf"(?<![\w.]){re.escape(host.name)}/(\d+)\b", r"\1", command)
+    plain = plain_pids(command, host)
     access = _access(host.entry)
     if host.primary and not access:
         return plain
@@ -117,7 +122,7 @@ def _run_there(command: str, host: Host) -> str:
     return f"on {host.name}: {plain}"
 
 
-def _host_named(text: str, all_hosts: list[Host]) -> Host | None:
+def host_named(text: str, all_hosts: list[Host]) -> Host | None:
     # Longest names first: "b-web-1/7" is b-web-1's pid, not web-1's.
     for host in sorted(all_hosts, key=lambda h: -len(h.name)):
         if re.search(rf"(?<![\w.]){re.escape(host.name)}/\d+\b", text) or text.endswith(f":{host.name}"):
@@ -128,9 +133,9 @@ def _host_named(text: str, all_hosts: list[Host]) -> Host | None:
 def localise(causes: list[dict], all_hosts: list[Host]) -> None:
     """Commands of a cause run on the host its subject (or the pid they name) is on."""
     for cause in causes:
-        home = _host_named(str(cause.get("subject") or ""), all_hosts)
+        home = host_named(str(cause.get("subject") or ""), all_hosts)
         for key in ("next_commands",):
-            cause[key] = [_run_there(c, _host_named(c, all_hosts) or home) if (home or _host_named(c, all_hosts))
+            cause[key] = [_run_there(c, host_named(c, all_hosts) or home) if (home or host_named(c, all_hosts))
                           else c for c in cause.get(key) or []]
         mitigations = cause.get("mitigations") or {}
         for key in ("immediate", "long_term"):
@@ -139,8 +144,7 @@ def localise(causes: list[dict], all_hosts: list[Host]) -> None:
 
 
 def _prose_there(text: str, all_hosts: list[Host]) -> str:
-    host = _host_named(text, all_hosts)
+    host = host_named(text, all_hosts)
     if host is None:
         return text
-    plain = re.sub(rf"(?<![\w.]){re.escape(host.name)}/(\d+)\b", r"\1", text)
-    return f"on {host.name}: {plain}"
+    return f"on {host.name}: {plain_pids(text, host)}"

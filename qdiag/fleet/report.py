@@ -62,6 +62,26 @@ def _consumers(fj: diagnose.FleetJoin) -> list[dict]:
     return [{"host": c["host"], "pid": c["pid"], "peer": c["peer"], "subject": c.get("subject")} for c in fj.claims]
 
 
+def _pasteable(causes: list[dict], consumers: list[dict], all_hosts) -> None:
+    """The report's own filter (no command qdiag has just run, no thread-dump tool of another
+    runtime), host by host: a pid is a pid on its own host."""
+    by_host: dict[str, list[dict]] = {}
+    for c in consumers:
+        host, _, pid = str(c.get("pid")).rpartition("/")
+        if host and pid.isdigit():
+            by_host.setdefault(host, []).append({**c, "pid": int(pid)})
+    for cause in causes:
+        kept = []
+        for command in cause.get("next_commands") or []:
+            host = diagnose.host_named(command, all_hosts)
+            mine = by_host.get(host.name, []) if host else []
+            plain = diagnose.plain_pids(command, host) if host else command
+            runtimes = {c["pid"]: c.get("runtime") for c in mine}
+            if report_build.suggestable(plain, runtimes, report_build.done_by_qdiag(mine)):
+                kept.append(command)
+        cause["next_commands"] = kept
+
+
 def build_fleet_report(merged: dict, rules: list[Rule], baseline: dict | None = None) -> dict[str, Any]:
     fj = diagnose.join(merged, baseline)
     primary = fj.hosts[0]
@@ -74,7 +94,7 @@ def build_fleet_report(merged: dict, rules: list[Rule], baseline: dict | None = 
         if consumer.get("pid") is None and str(consumer.get("subject")).startswith("process:"):
             consumer["pid"] = consumer["subject"].split(":", 1)[1]  # host/pid: pids are named with their host
     # What this run did itself (a thread dump) is not suggested again; then each command for its host.
-    report_build._pasteable(causes, consumers)
+    _pasteable(causes, consumers, fj.hosts)
     diagnose.localise(causes, fj.hosts)
     assessed = engine.assess(fj.doc, report["queues"], ranked, fj.shared)
     unseen = _unseen(fj)

@@ -176,3 +176,14 @@ def test_no_snapshot_at_all_is_an_error_naming_each_failure():
 
     with pytest.raises(SnapshotError, match="web-1: refused"):
         merge([Taken(name="web-1", error="refused")])
+
+
+def test_a_thread_dump_tool_of_another_runtime_is_not_suggested_for_a_remote_pid():
+    from qdiag.fleet.report import _pasteable
+
+    all_hosts = hosts(_merged(_broker([]), _consumer_host("web-1", "10.9.0.11", [(100, 1)])))
+    causes = [{"subject": "process:web-1/100",
+               "next_commands": ["py-spy dump --pid web-1/100 --locals", "jcmd web-1/100 Thread.print -l"]}]
+    consumers = [{"pid": "web-1/100", "runtime": "python", "kernel": {"sampled": False}}]
+    _pasteable(causes, consumers, all_hosts)
+    assert causes[0]["next_commands"] == ["py-spy dump --pid web-1/100 --locals"]
