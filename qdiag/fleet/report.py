@@ -29,6 +29,12 @@ def _unseen(fj: diagnose.FleetJoin) -> list[str]:
             out.append(f"{host.name} ({host.entry.get('target') or 'no target'}) sent no snapshot: "
                        f"{host.entry.get('error') or 'unknown error'}; its consumers' CPU, threads and "
                        "dependencies were not seen")
+    for host in fj.hosts:
+        for item in (host.doc or {}).get("probes") or [] if not host.primary else []:
+            if item.get("status") in ("error", "timeout") and not diagnose.about_brokers(item):
+                out.append(f"the {item.get('name')} probe on {host.name} "
+                           f"{'timed out' if item.get('status') == 'timeout' else 'failed'}: "
+                           f"{item.get('error') or item.get('status')}")
     by_ip: dict[str, list[dict]] = {}
     for peer in fj.unmatched:
         ip = split_peer(peer["peer"])[0]

@@ -94,12 +94,15 @@ def test_split_peer():
 def test_what_could_not_be_seen_is_named_and_a_quiet_run_is_not_called_healthy():
     quiet = _broker(["10.9.0.11:40001", "10.9.0.77:5000"], depth=0)
     quiet["probes"][0]["observations"]["queues"][0].update(rate_in=0.0, depth_samples=[0, 0], status="OK")
-    merged = _merged(quiet, _consumer_host("web-1", "10.9.0.11", [(100, 40001)]),
-                     failed=[("web-9", "unreachable over ssh (connection refused)")])
+    web1 = _consumer_host("web-1", "10.9.0.11", [(100, 40001)])
+    web1["probes"].append({"name": "threads", "status": "timeout", "error": "no answer within 15s",
+                           "observations": {}})
+    merged = _merged(quiet, web1, failed=[("web-9", "unreachable over ssh (connection refused)")])
     report = build_any(merged, load([]))
     reasons = " ".join(report["verdict_reasons"])
     assert "web-9" in reasons and "unreachable over ssh" in reasons
     assert "10.9.0.77" in reasons and "--collect ssh://10.9.0.77" in reasons
+    assert "the threads probe on web-1 timed out" in reasons
     assert report["verdict"] == "unknown"
     assert any(p["name"] == "ssh://web-9" and p["status"] == "error" for p in report["probes"])
     assert any(p["name"] == "process@web-1" for p in report["probes"])
