@@ -283,6 +283,15 @@ class Admin:
         return out, errors
 
     # --- topics and offsets ---
+    def topic_names(self) -> list[str]:
+        """Every topic's name (one Metadata request for all topics: it creates nothing)."""
+        try:
+            return sorted(self.call("Metadata", self.admin.list_topics) or [])
+        except ProbeError:
+            raise
+        except Exception as exc:
+            raise self.fail("listing topics", exc) from None
+
     def metadata(self, topics: list[str]) -> dict[str, dict]:
         """topic -> {"error": None | "unknown_topic" | name, "partitions": {"p": {"leader": id}}}."""
         if not topics:

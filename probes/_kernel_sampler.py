@@ -39,11 +39,11 @@ MAX_FD_SCAN = 4096         # fd links read when listing a process's sockets
 MAX_WAIT_FDS = 256         # fds resolved per blocked call (a poll or epoll on thousands: the first ones)
 MAX_SAMPLES = 3000         # samples kept per thread (a 5-minute window at 100 ms)
 TABLE_REFRESH_S = 1.0      # re-read the socket tables this often, to see new connections
-MISS_REFRESH_S = 0.25      # and at most this often when a waited-on socket is not in them ...
+MISS_REFRESH_S = 0.2       # and at most this often when a waited-on socket is not in them ...
 # ... unless the tables are small: a client that opens a connection per request
 # (urllib, requests without a session) waits on a new socket every time, and
 # only a fresh read names its peer.
-SMALL_TABLE_ROWS = 2000
+SMALL_TABLE_ROWS = 5000
 NET_TABLE_BYTES = 16 << 20
 FDINFO_BYTES = 64 << 10
 _GONE = (errno.ENOENT, errno.ESRCH)
@@ -389,6 +389,11 @@ class _Process:
                                 f"(at most {self.owner.max_threads} per process, the lowest thread ids)")
         for problem, count in sorted(self.problems.items()):
             doc["notes"].append(f"{problem}: {count} time(s)")
+        for track in self.threads.values():
+            for sample in track["samples"]:
+                if sample.get("wait") is not None:
+                    sample["wait"] = kw.resolve_late(sample["wait"], self.sockets, self.listening,
+                                                     self.owner.broker_ports)
         doc.update(kw.summarise_process(self.threads, self.connections, broker_ports=self.owner.broker_ports,
                                         clk_tck=clk_tck))
         return doc

@@ -23,6 +23,7 @@ Syscall numbers are per architecture: x86-64 and aarch64 are known; on others
 
 from __future__ import annotations
 
+import re
 from collections import Counter, defaultdict
 from statistics import median
 from typing import Iterable, Mapping, NamedTuple
@@ -121,6 +122,32 @@ class Wait(NamedTuple):
     equally (an event loop on three sockets waits on all three)."""
     parts: tuple[tuple[str, str | None], ...]
     detail: str | None = None  # the system call or kernel function, for people
+
+
+_UNRESOLVED = re.compile(r"^socket:\[(\d+)\]$")
+
+
+def resolve_late(wait: Wait, sockets: Mapping[int, dict], listening: frozenset[int],
+                 broker_ports: Mapping[int, str]) -> Wait:
+    """A wait on a socket that was not in the tables when sampled, resolved from a later read.
+
+    A client that opens a connection per request (urllib, requests without a session) waits
+    on a socket younger than the last table read; socket inodes are unique while the socket
+    lives, and a later read made during the same request names its peer."""
+    if not any(kind == "unknown" and target and _UNRESOLVED.match(target) for kind, target in wait.parts):
+        return wait
+    parts = []
+    for kind, target in wait.parts:
+        match = _UNRESOLVED.match(target or "") if kind == "unknown" else None
+        if match:
+            fd = resolve_fd(-1, target, sockets, listening)
+            if fd["kind"] in ("tcp", "udp") and fd["peer"]:
+                port = port_of(fd["peer"])
+                kind, target = ("broker" if port in broker_ports else "peer"), fd["peer"]
+            elif fd["kind"] == "inbound":
+                kind, target = "local", fd["label"]
+        parts.append((kind, target))
+    return Wait(tuple(dict.fromkeys(parts)), wait.detail)
 
 
 def _one(kind: str, target: str | None = None, detail: str | None = None) -> Wait:
@@ -242,8 +269,8 @@ def resolve_fd(fd: int, link: str | None, sockets: Mapping[int, dict], listening
     kind, detail = fd_target(link)
     if kind == "socket":
         row = sockets.get(detail)
-        if row is None:
-            return {"fd": fd, "kind": "socket", "peer": None, "label": "socket", "inode": detail}
+        if row is None:  # not (yet) in the tables: the label keeps the inode, to resolve it later
+            return {"fd": fd, "kind": "socket", "peer": None, "label": f"socket:[{detail}]", "inode": detail}
         proto = row["proto"]
         if proto == "unix":
             name = row.get("peer_name")

@@ -15,6 +15,7 @@ the pure analysis of the sampled offsets _kafka_lag.py.
 
 from __future__ import annotations
 
+import fnmatch
 import os
 import socket
 import time
@@ -102,6 +103,26 @@ def _options(ctx: ProbeContext) -> dict[str, Any]:
 
 
 # --- narrowing to what the user named -------------------------------------------------------
+
+GLOB_CHARS = set("*?[")
+
+
+def _expand_globs(names: tuple[str, ...], admin: Admin) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """--queue names as topics: globs (orders-*) matched against every topic's name, the same
+    way the other brokers match queue names.  Returns (topics, globs that matched none)."""
+    globs = [n for n in names if GLOB_CHARS & set(n)]
+    topics = [n for n in names if n not in globs]
+    if not globs:
+        return tuple(topics), ()
+    every = admin.topic_names()
+    unmatched = []
+    for pattern in globs:
+        matched = [t for t in every if fnmatch.fnmatchcase(t, pattern) and not t.startswith("__")]
+        topics += [t for t in matched if t not in topics]
+        if not matched:
+            unmatched.append(pattern)
+    return tuple(topics), tuple(unmatched)
+
 
 def _missing(kind: str, named: tuple[str, ...], found: set[str], label: str, others: bool) -> list[str]:
     """Named items that do not exist.  An error when Kafka is the only system they
@@ -298,12 +319,12 @@ def _collect(ctx: ProbeContext, opts: dict, admin: Admin) -> dict:
         chosen = [g for g in named_groups if g in listed]
     else:
         chosen = sorted(listed)
-    named_topics = tuple(targets.queues)
+    named_topics, unmatched = _expand_globs(targets.queues, admin)
     topics_meta: dict[str, dict] = {}
-    if named_topics:
+    if named_topics or unmatched:
         topics_meta.update(admin.metadata(list(named_topics)))
         existing = {t for t, m in topics_meta.items() if m.get("error") != lag.UNKNOWN_TOPIC}
-        missing = _missing("topic", named_topics, existing, label,
+        missing = _missing("topic", named_topics + unmatched, existing, label,
                            others=targets.rabbitmq is not None or targets.redis is not None)
         if missing:
             not_found["topics"] = missing

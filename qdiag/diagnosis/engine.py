@@ -117,7 +117,8 @@ def rank(hits: list[Hit]) -> list[dict[str, Any]]:
             item["score"] = top * DEMOTION
         # Said also when it already ranks below: the reader sees what it follows from.
         item["explained_by"] = [c for c in causes if best.get(c, 0.0) == top]
-    scored.sort(key=lambda i: (-round(i["score"], 6), CAUSES[i["id"]], i["id"], i["subject"]))
+    # What the user pointed at first: a cause resting only on context ranks after every cause in focus.
+    scored.sort(key=lambda i: (i["out_of_focus"], -round(i["score"], 6), CAUSES[i["id"]], i["id"], i["subject"]))
     out = []
     for item in scored:
         hits_sorted = sorted(item["hits"], key=lambda h: (-h.rule.weight * h.strength, h.rule.id))

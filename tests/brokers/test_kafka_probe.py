@@ -553,3 +553,18 @@ def test_nothing_of_this_module_is_left(kafka_bootstrap):
         assert left == []
     finally:
         admin.close()
+
+
+def test_queue_globs_match_topics_as_on_the_other_brokers(rig, kafka_bootstrap):
+    """--queue 'prefix-*' names topics by glob, as it names RabbitMQ queues and Redis keys; a glob
+    that matches no topic is reported, never silently dropped."""
+    a, b = rig.topic(1, "glob-a"), rig.topic(1, "glob-b")
+    rig.produce(a, {0: 5})
+    rig.produce(b, {0: 5})
+    group = rig.group("glob")
+    rig.commit(group, {(a, 0): 1, (b, 0): 2})
+    prefix = a.rsplit("glob-a", 1)[0]
+    obs = ok(kafka_bootstrap, queues=[prefix + "glob-*"], groups=[group])
+    assert {q["name"] for q in obs["queues"]} == {a, b}
+    result, _ = run(kafka_bootstrap, queues=[prefix + "glob-none-*"], groups=[group])
+    assert result.status == "error" and "glob-none-*" in result.error

@@ -408,3 +408,22 @@ def test_a_connection_the_process_accepted_is_its_clients_not_a_dependency():
     assert outbound["kind"] == "tcp" and outbound["peer"] == "10.0.0.5:5432"
     wait = kw._fd_wait("epoll_wait", [inbound], {}, None)
     assert wait.parts == (("local", "clients on :9092"),)
+
+
+def test_a_socket_too_young_for_the_tables_is_resolved_from_a_later_read():
+    """A per-request connection is often younger than the last table read: the sample keeps the
+    inode, and a later read that saw the connection names its peer."""
+    unresolved = kw.resolve_fd(5, "socket:[77]", {}, frozenset())
+    assert unresolved["kind"] == "socket" and unresolved["label"] == "socket:[77]"
+    wait = kw._fd_wait("poll", [unresolved], {}, None)
+    assert wait.parts == (("unknown", "socket:[77]"),)
+    later = {77: {"proto": "tcp", "inode": 77, "local": "127.0.0.1:50000", "remote": "10.0.0.9:8080",
+                  "state": "ESTABLISHED"},
+             78: {"proto": "tcp", "inode": 78, "local": "127.0.0.1:50001", "remote": "127.0.0.1:9092",
+                  "state": "ESTABLISHED"}}
+    assert kw.resolve_late(wait, later, frozenset(), {}).parts == (("peer", "10.0.0.9:8080"),)
+    broker_wait = kw.Wait((("unknown", "socket:[78]"),), "poll")
+    assert kw.resolve_late(broker_wait, later, frozenset(), {9092: "kafka"}).parts == (("broker", "127.0.0.1:9092"),)
+    # Never seen at all: stays unknown.
+    assert kw.resolve_late(kw.Wait((("unknown", "socket:[99]"),), "poll"), later, frozenset(), {}).parts == \
+        (("unknown", "socket:[99]"),)

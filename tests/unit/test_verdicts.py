@@ -146,3 +146,16 @@ def test_a_cause_out_of_focus_does_not_demote_one_in_focus():
     ranked = engine.rank([in_focus, aside])
     assert ranked[0]["id"] == "undersized-consumer-pool" and ranked[0]["score"] == 0.8
     assert "explained_by" not in ranked[0]
+
+
+def test_causes_in_focus_rank_before_causes_out_of_focus():
+    from qdiag.diagnosis import engine
+    from qdiag.diagnosis.playbook import Rule
+
+    def hit(cause, strength, focus):
+        rule = Rule(id=f"r-{cause}", cause=cause, kind="queue", when="True", weight=1.0, evidence="e")
+        return engine.Hit(rule, f"s-{cause}", strength, "e", {"subject": f"q-{cause}", "focus": focus})
+
+    ranked = engine.rank([hit("consumers-absent", 0.99, False), hit("slow-dependency", 0.4, True)])
+    assert [c["id"] for c in ranked] == ["slow-dependency", "consumers-absent"]
+    assert ranked[1]["out_of_focus"] is True
