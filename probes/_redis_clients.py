@@ -76,6 +76,7 @@ def discover_consumers(ctx) -> list[dict]:
     CLIENT LIST never says which key a client waits on; RQ, though, names each
     worker connection after the worker, and the worker's hash lists its
     queues: that is the one case where the queue is known."""
+    from qdiag.endpoints import format_endpoint, norm_ip
     from qdiag.localsockets import pids_by_local_address
 
     target = ctx.targets.redis
@@ -104,20 +105,26 @@ def discover_consumers(ctx) -> list[dict]:
             by_addr[addr] = c
     pids = pids_by_local_address(by_addr)
     me = os.getpid()
+
+    def subject_of(c: dict) -> str:
+        # The subject names the queue record it consumes ("redis:<record name>",
+        # as the report's queue subjects): RQ records are named by queue.
+        names = [n for n in (rq_queues.get(c.get("name")) or "").split(",") if n]
+        return f"redis:{names[0]}" if len(names) == 1 else "redis"
+
     found = []
     for addr, pid in sorted(pids.items()):
         if pid == me:
             continue
         c = by_addr[addr]
         blocked = "b" in c.get("flags", "")
-        # The subject names the queue record it consumes ("redis:<record name>",
-        # as the report's queue subjects): RQ records are named by queue.
-        subject = "redis"
-        names = [n for n in (rq_queues.get(c.get("name")) or "").split(",") if n]
-        if len(names) == 1:
-            subject = f"redis:{names[0]}"
         via = (f"redis client {c.get('addr')} on db {c.get('db')}, "
                f"{'blocked in' if blocked else 'last command'} {c.get('cmd')}")
-        found.append({"pid": pid, "via": via, "subject": subject})
+        found.append({"pid": pid, "via": via, "subject": subject_of(c)})
+    for (ip, port), c in sorted(by_addr.items()):
+        if (norm_ip(ip), port) not in pids and c.get("db") == str(target.db):
+            # On another host: its address and port are what a fleet's snapshots are matched with.
+            found.append({"pid": None, "peer": format_endpoint(ip, port), "subject": subject_of(c),
+                          "via": f"redis client {c.get('addr')} on db {c.get('db')}, last command {c.get('cmd')}"})
     return found
 

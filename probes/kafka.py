@@ -262,15 +262,18 @@ def discover(ctx: ProbeContext) -> list[dict]:
                 members_by_host.setdefault(member["host"].lstrip("/"), []).append((gid, member))
     conns = members_mod.process_sockets() if members_by_host else []
     not_members = {os.getpid()} | members_mod.broker_pids(conns, {port for _, port in brokers})
-    found: dict[int, dict] = {}
+    found: dict[int | str, dict] = {}
     for host, members in members_by_host.items():
         pids = members_mod.pids_connected_from(conns, host, brokers) - not_members
-        if not pids:
-            continue
         clients = sorted({m.get("client_id") or "?" for _, m in members})
         subjects = sorted({f"kafka:{t}/{gid}" for gid, m in members for t in (m.get("assignment") or {})}
                           or {f"kafka:*/{gid}" for gid, _ in members})
         via = f"kafka member {', '.join(clients)} from {host}"
+        if not pids:
+            # On another host: Kafka names only its address, which a fleet's snapshots are matched with.
+            found.setdefault(f"peer:{host}", {"pid": None, "peer": host, "via": via, "subject": ",".join(subjects),
+                                              "members_at_host": len(members)})
+            continue
         if len(pids) > len(members):
             via += (f" (one of {len(pids)} local processes connected to the broker from {host}, for "
                     f"{len(members)} member(s) there: which is which cannot be told from the broker's side)")

@@ -540,9 +540,12 @@ def _local_consumers(details: Mapping[tuple[str, str], dict]) -> list[dict]:
     return _pids_for(peers)
 
 
-def _pids_for(peers: Mapping[tuple[str, int], str]) -> list[dict]:
+def _pids_for(peers: Mapping[tuple[str, int], str], remote: bool = False) -> list[dict]:
+    """Local consumers of the peers; with `remote`, the others too, as {"pid": None, "peer"}
+    (consumers on other hosts, which a fleet's snapshots can be matched with)."""
     if not peers:
         return []
+    from qdiag.endpoints import format_endpoint
     from qdiag.localsockets import pids_by_local_address
 
     found = pids_by_local_address(peers)
@@ -550,10 +553,12 @@ def _pids_for(peers: Mapping[tuple[str, int], str]) -> list[dict]:
     for (host, port), queue in peers.items():
         norm = _norm_key(host, port, found)
         pid = found.get(norm) if norm else None
+        entry = {"pid": pid, "via": f"rabbitmq consumer connection from {host}:{port}", "subject": f"rabbitmq:{queue}"}
         if pid is not None and (pid, queue) not in seen:
             seen.add((pid, queue))
-            out.append({"pid": pid, "via": f"rabbitmq consumer connection from {host}:{port}",
-                        "subject": f"rabbitmq:{queue}"})
+            out.append(entry)
+        elif pid is None and remote:
+            out.append({**entry, "peer": format_endpoint(host, port)})
     return out
 
 
@@ -676,7 +681,7 @@ def discover(ctx) -> list[dict]:
         if patterns and not any(rp.matches(p, vhost, name) for p in patterns):
             continue
         peers.setdefault((ch["peer_host"], ch["peer_port"]), rp.display_name(vhost, name))
-    return _pids_for(peers)
+    return _pids_for(peers, remote=True)
 
 
 @register("rabbitmq", description="RabbitMQ queues: depth, rates, consumers, fill vs length limits, dead letters, "

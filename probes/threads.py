@@ -257,7 +257,8 @@ class _Target:
         elif self.runtime == "python":
             self.tool = _find_tool(opts["py_spy"], "py-spy", os.path.dirname(sys.executable))
             if self.tool is None:
-                self.fail("tool", f"py-spy is not installed, needed to dump Python pid {self.pid}: pip install py-spy"
+                self.fail("tool", f"py-spy is not installed, needed to dump Python pid {self.pid}: pip install py-spy "
+                                  "(or copy its single binary here and name it in [probes.threads] py_spy)"
                           + (f" (configured py_spy = {opts['py_spy']} is not executable)" if opts["py_spy"] else ""))
         elif self.runtime == "java":
             java_home = os.environ.get("JAVA_HOME")

@@ -122,7 +122,7 @@ class Verdict(str, Enum):
 # envvar names the QDIAG_* variable qdiag/config.py reads for the same setting, so
 # that --help lists it; the value itself is read by config.py, which owns the
 # precedence (flag > variable > config file) and the comma-separated lists.
-T, R, O, D = "Targets", "Run", "Output", "Diagnosis"
+T, R, O, D, F = "Targets", "Run", "Output", "Diagnosis", "Fleet"
 
 
 def _broker_parameter(broker: Broker) -> inspect.Parameter:
@@ -169,6 +169,10 @@ Pids = Annotated[Optional[List[str]], typer.Option("--pid", metavar="PID", envva
 Processes = Annotated[Optional[List[str]], typer.Option("--process", metavar="REGEX", envvar="QDIAG_PROCESSES",
                                                         rich_help_panel=T,
                                                         help="Consumer processes whose command line matches (repeatable).")]
+ConnectedTo = Annotated[Optional[List[str]], typer.Option("--connected-to", metavar="HOST:PORT", envvar="QDIAG_CONNECTED_TO",
+                                                         rich_help_panel=T,
+                                                         help="Consumer processes: those connected to HOST:PORT, a "
+                                                              "broker's client port (repeatable; on consumer hosts).")]
 Dependencies = Annotated[Optional[List[str]], typer.Option("--dependency", metavar="URL", envvar="QDIAG_DEPENDENCIES",
                                                            rich_help_panel=T,
                                                            help="Downstream endpoint: http(s)://, tcp://host:port, "
@@ -216,6 +220,7 @@ Baseline = Annotated[Optional[str], typer.Option("--baseline", metavar="SNAPSHOT
 # Parameter names of the probing commands -> settings keys (qdiag/config.py); the
 # brokers' come from the registry (their settings key is their name).
 _PROBE_FLAGS = {"queue": "queues", "group": "groups", "pid": "pids", "process": "processes",
+                "connected_to": "connected_to",
                 "dependency": "dependencies", "log": "logs", "window": "window", "timeout": "timeout",
                 "probe_timeout": "probe_timeout", "probe": "only_probes", "no_probe": "skip_probes",
                 "config": "config", "debug": "debug", "auto_detect": "auto_detect"}
@@ -298,26 +303,43 @@ def _presentation(ctx: typer.Context, ascii_only: bool, no_pager: bool) -> Envir
     *_broker_examples("investigate", "--queue 'orders*'"),
     "qdiag investigate --group billing --window 10",
     "qdiag investigate --pid 4242 -f markdown -o report.md",
-    "qdiag investigate --snapshot incident.json.gz --baseline normal.json.gz"))
+    "qdiag investigate --snapshot incident.json.gz --baseline normal.json.gz",
+    "qdiag investigate --queue jobs --collect ssh://web-1,web-2"))
 @_with_broker_options
 def investigate(
     ctx: typer.Context,
     brokers: dict, queue: Queues = None, group: Groups = None,
-    pid: Pids = None, process: Processes = None, dependency: Dependencies = None, log: Logs = None,
+    pid: Pids = None, process: Processes = None, connected_to: ConnectedTo = None, dependency: Dependencies = None,
+    log: Logs = None,
     window: Window = None, timeout: Timeout = None, probe_timeout: ProbeTimeout = None, probe: OnlyProbes = None,
     no_probe: SkipProbes = None, auto_detect: AutoDetect = None, config: Config = None, debug: Debug = False,
     format: Format = ReportFormat.text, output: Output = None, ascii_only: Ascii = False, no_pager: NoPager = False,
     playbook: Playbooks = None, baseline: Baseline = None,
     save: Annotated[Optional[str], typer.Option("--snapshot", metavar="FILE", rich_help_panel=O,
                                                 help="Also save the snapshot this report was built from.")] = None,
+    collect: Annotated[Optional[List[str]], typer.Option("--collect", metavar="TARGET",
+                                                         rich_help_panel=F,
+                                                         help="ssh://HOST\\[,HOST...] or kubectl://NAMESPACE/SELECTOR: "
+                                                              "also take a snapshot on each consumer host or pod "
+                                                              "(system ssh or kubectl) and diagnose all together "
+                                                              "(repeatable).")] = None,
+    collect_command: Annotated[Optional[str], typer.Option("--collect-command", metavar="CMD", rich_help_panel=F,
+                                                           help="How qdiag is run on the targets (default: qdiag; "
+                                                                "e.g. 'python3 qdiag.pyz').")] = None,
+    kube_context: Annotated[Optional[str], typer.Option("--kube-context", metavar="NAME", rich_help_panel=F,
+                                                        help="kubectl context for kubectl:// targets.")] = None,
+    kube_container: Annotated[Optional[str], typer.Option("--kube-container", metavar="NAME", rich_help_panel=F,
+                                                          help="Container of the pods to run qdiag in.")] = None,
 ) -> None:
     """Probe everything and print the ranked root-cause report."""
     from qdiag.commands import investigate as cmd
 
     settings = _settings(ctx, locals())
     run = _invocation(ctx)
+    fleet = {"collect": collect or [], "command": collect_command, "kube_context": kube_context,
+             "kube_container": kube_container}
     cmd.run(_presentation(ctx, ascii_only, no_pager), settings, run.argv, fmt=format.value, output=output,
-            playbooks=playbook or [], baseline=baseline, save=save)
+            playbooks=playbook or [], baseline=baseline, save=save, fleet=fleet)
 
 
 @app.command(cls=_Command, epilog=_examples(
@@ -328,7 +350,8 @@ def investigate(
 def snapshot(
     ctx: typer.Context,
     brokers: dict, queue: Queues = None, group: Groups = None,
-    pid: Pids = None, process: Processes = None, dependency: Dependencies = None, log: Logs = None,
+    pid: Pids = None, process: Processes = None, connected_to: ConnectedTo = None, dependency: Dependencies = None,
+    log: Logs = None,
     window: Window = None, timeout: Timeout = None, probe_timeout: ProbeTimeout = None, probe: OnlyProbes = None,
     no_probe: SkipProbes = None, auto_detect: AutoDetect = None, config: Config = None, debug: Debug = False,
     output: Annotated[Optional[str], typer.Option("--output", "-o", metavar="FILE", rich_help_panel=O,
@@ -347,11 +370,13 @@ def snapshot(
     "qdiag report incident.json.gz",
     "qdiag report incident.json.gz -f markdown -o ticket.md",
     "qdiag report - < incident.json.gz",
-    "qdiag report incident.json.gz --baseline normal.json.gz"))
+    "qdiag report incident.json.gz --baseline normal.json.gz",
+    "qdiag report broker.json.gz web-1.json.gz web-2.json.gz"))
 def report(
     ctx: typer.Context,
-    snapshot_file: Annotated[str, typer.Argument(metavar="SNAPSHOT",
-                                                 help="A file written by 'qdiag snapshot', or - for stdin.")],
+    snapshot_file: Annotated[List[str], typer.Argument(metavar="SNAPSHOT...",
+                                                       help="A file written by 'qdiag snapshot', or - for stdin; "
+                                                            "several (one per host) make one report.")],
     format: Format = ReportFormat.text, output: Output = None, ascii_only: Ascii = False, no_pager: NoPager = False,
     playbook: Playbooks = None, baseline: Baseline = None, debug: Debug = False,
 ) -> None:
@@ -378,7 +403,8 @@ TH = "Thresholds"
 def check(
     ctx: typer.Context,
     brokers: dict, queue: Queues = None, group: Groups = None,
-    pid: Pids = None, process: Processes = None, dependency: Dependencies = None, log: Logs = None,
+    pid: Pids = None, process: Processes = None, connected_to: ConnectedTo = None, dependency: Dependencies = None,
+    log: Logs = None,
     window: Window = None, timeout: Timeout = None, probe_timeout: ProbeTimeout = None, probe: OnlyProbes = None,
     no_probe: SkipProbes = None, auto_detect: AutoDetect = None, config: Config = None, debug: Debug = False,
     warn_depth: Annotated[Optional[int], typer.Option("--warn-depth", metavar="N", min=0, rich_help_panel=TH,

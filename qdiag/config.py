@@ -56,7 +56,7 @@ class Settings:
 # The keys each layer understands: name -> (kind, parser)
 _TARGET_KEYS = {
     **{name: "str" for name in BROKERS},
-    "queues": "list", "groups": "list", "pids": "list", "processes": "list",
+    "queues": "list", "groups": "list", "pids": "list", "processes": "list", "connected_to": "list",
     "dependencies": "list", "logs": "list",
 }
 _RUN_KEYS = {"window": "float", "timeout": "float", "probe_timeout": "float", "auto_detect": "bool"}
@@ -318,6 +318,7 @@ def resolve(flags: Mapping[str, Any], env: Mapping[str, str] | None = None, cwd:
         groups=tuple(str(g) for g in merged.get("groups", ())),
         pids=tuple(tg.parse_pid(p) for p in merged.get("pids", ())),
         process_patterns=tuple(tg.parse_process_pattern(str(p)) for p in merged.get("processes", ())),
+        connected_to=tuple(tg.parse_connected_to(str(c)) for c in merged.get("connected_to", ())),
         dependencies=tuple(tg.parse_dependency(str(d)) for d in merged.get("dependencies", ())),
         logs=tuple(str(g) for g in merged.get("logs", ())),
     )

@@ -41,3 +41,18 @@ def pids_connected_to(host_ips: Iterable[str], port: int, *, client_ip: str | No
             if client is None or norm_ip(conn.laddr.ip) == client:
                 pids.add(conn.pid)
     return pids
+
+
+def connections_to(endpoints: Iterable[tuple[str, int]]) -> dict[int, list[dict[str, str]]]:
+    """Local pids with established connections to one of `endpoints` (ip, port), with each such
+    socket's own address: the address a broker lists for that client, so another host's
+    snapshot of the broker can be matched to this process by address and port."""
+    from qdiag.endpoints import format_endpoint
+
+    wanted = {(norm_ip(ip), int(port)) for ip, port in endpoints}
+    found: dict[int, list[dict[str, str]]] = {}
+    for conn in _established():
+        if conn.pid and (norm_ip(conn.raddr.ip), conn.raddr.port) in wanted:
+            found.setdefault(conn.pid, []).append({"local": format_endpoint(conn.laddr.ip, conn.laddr.port),
+                                                   "remote": format_endpoint(conn.raddr.ip, conn.raddr.port)})
+    return found

@@ -149,7 +149,8 @@ class Runner:
         with lock:
             unique = {}
             for item in found:
-                unique.setdefault(item.get("pid"), item)
+                # Consumers on other hosts have no pid here: one entry per address.
+                unique.setdefault(item.get("pid") or ("peer", item.get("peer")), item)
             return list(unique.values())
 
     def _run_all(self, probes: list[P.Probe], global_deadline: float, discovered: list[dict]) -> list[ProbeResult]:

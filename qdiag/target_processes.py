@@ -5,6 +5,7 @@ the broker side.  One selection, so the three probes agree on it."""
 from __future__ import annotations
 
 import os
+import socket
 import time
 from dataclasses import dataclass, field
 
@@ -114,6 +115,8 @@ def select(targets, discovered: list[dict], *, max_per_pattern: int = 20, deadli
                 matches = matches[:max_per_pattern]
             for pid in sorted(matches):
                 add(pid, f"--process {pattern}")
+    if targets.connected_to:
+        _select_connected(targets.connected_to, add, selection, max_per_pattern)
     for item in discovered or []:
         pid = item.get("pid") if isinstance(item, dict) else None
         if isinstance(pid, int) and pid > 0:
@@ -121,3 +124,35 @@ def select(targets, discovered: list[dict], *, max_per_pattern: int = 20, deadli
             record.setdefault("via", item.get("via"))
             record.setdefault("subject", item.get("subject"))
     return selection
+
+
+def _resolve(endpoint: str) -> list[tuple[str, int]]:
+    host, port = endpoint.rsplit(":", 1)
+    try:
+        infos = socket.getaddrinfo(host.strip("[]"), int(port), type=socket.SOCK_STREAM)
+    except (OSError, UnicodeError):
+        return []
+    return sorted({(info[4][0], int(port)) for info in infos})
+
+
+def _select_connected(endpoints: tuple[str, ...], add, selection: Selection, limit: int) -> None:
+    """--connected-to HOST:PORT: the local processes with a connection there, each with the
+    addresses of those sockets (kept in its record as `sockets`: the join key with a broker's
+    list of its clients, which names them by address and port)."""
+    from qdiag.localsockets import connections_to
+
+    family = own_family()
+    for endpoint in endpoints:
+        # A name that does not resolve here, or no process connected: no target, and the
+        # snapshot's empty target list says so (a host may run no consumer at the moment).
+        found = {pid: socks for pid, socks in connections_to(_resolve(endpoint)).items() if pid not in family}
+        pids = sorted(found)
+        if len(pids) > limit:
+            pids.sort(key=lambda pid: -len(found[pid]))
+            selection.notes.append(f"--connected-to {endpoint}: {len(found)} processes are connected there; "
+                                   f"kept the {limit} with the most connections")
+            pids = sorted(pids[:limit])
+        for pid in pids:
+            record = add(pid, f"--connected-to {endpoint}")
+            sockets = record.setdefault("sockets", [])
+            sockets.extend(s for s in found[pid] if s not in sockets)

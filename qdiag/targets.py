@@ -63,6 +63,8 @@ class Targets:
     groups: tuple[str, ...] = ()
     pids: tuple[int, ...] = ()
     process_patterns: tuple[str, ...] = ()
+    # HOST:PORT: local processes connected there are consumers (a fleet's consumer hosts).
+    connected_to: tuple[str, ...] = ()
     dependencies: tuple[str, ...] = ()
     logs: tuple[str, ...] = ()
 
@@ -94,7 +96,7 @@ class Targets:
     def has(self, kind: str) -> bool:
         """Whether a target of this kind was given: used for probes' `needs`."""
         value = {
-            "processes": self.pids or self.process_patterns,
+            "processes": self.pids or self.process_patterns or self.connected_to,
             "dependencies": self.dependencies,
             "logs": self.logs,
         }.get(kind, None) if kind in ("processes", "dependencies", "logs") else self.broker(kind)
@@ -207,6 +209,15 @@ def parse_process_pattern(value: str) -> str:
         re.compile(value)
     except re.error as exc:
         raise UsageError(f"--process: '{value}' is not a valid regular expression ({exc})", "quote it, e.g. --process 'worker\\.py'") from None
+    return value
+
+
+def parse_connected_to(value: str) -> str:
+    value = str(value).strip()
+    match = _HOSTPORT.match(value)
+    if not match or not 0 < int(match.group(2)) < 65536:
+        raise UsageError(f"--connected-to: '{value}' is not HOST:PORT", "give the broker's client address, "
+                                                                          "e.g. --connected-to mq.internal:5672")
     return value
 
 

@@ -73,6 +73,9 @@ ensure_debian_packages() {
     # The report's first-screen test runs qdiag on a real 80x24 terminal, paged.
     if ! command -v tmux >/dev/null; then missing+=(tmux); fi
     if ! command -v less >/dev/null; then missing+=(less); fi
+    # The fleet tests (tests/fleet) run an sshd per network namespace and reach it with ssh.
+    if [[ ! -x /usr/sbin/sshd ]]; then missing+=(openssh-server); fi
+    if ! command -v ssh >/dev/null; then missing+=(openssh-client); fi
     ((${#missing[@]})) || return 0
     local log="$QDIAG_RIG_DIR/apt.log"
     say "installing Debian packages: ${missing[*]} (log: $log)"

@@ -331,7 +331,7 @@ def _waits(thread_waits: dict, processes: list[dict], endpoints: list[dict], bro
     return out
 
 
-def _contributors(snapshot: dict) -> list[tuple[Probe, dict]]:
+def contributors_of(snapshot: dict) -> list[tuple[Probe, dict]]:
     """(probe, its observations) for every registered probe that contributes and has observations."""
     registry = all_probes()
     out = []
@@ -343,16 +343,33 @@ def _contributors(snapshot: dict) -> list[tuple[Probe, dict]]:
     return out
 
 
-def join(snapshot: dict, baseline_snapshot: dict | None = None) -> tuple[Joined, list[tuple[Probe, dict]]]:
-    contributors = _contributors(snapshot)
-    joined = Joined(snapshot=snapshot, broker_ports=brokers.client_ports(_targets(snapshot)))
+def shares(contributors: list[tuple[Probe, dict]]) -> dict[str, Any]:
+    """What the contributors share (SHARED_KEYS), lists concatenated and dicts merged."""
+    exported: dict[str, Any] = {}
     for probe, obs in contributors:
         if probe.diagnosis.share:
             for key, value in (probe.diagnosis.share(obs) or {}).items():
                 if isinstance(value, list):
-                    joined.exported.setdefault(key, []).extend(value)
+                    exported.setdefault(key, []).extend(value)
                 elif isinstance(value, dict):
-                    joined.exported.setdefault(key, {}).update(value)
+                    exported.setdefault(key, {}).update(value)
+    return exported
+
+
+def join(snapshot: dict, baseline_snapshot: dict | None = None) -> tuple[Joined, list[tuple[Probe, dict]]]:
+    contributors = contributors_of(snapshot)
+    joined = join_core(snapshot, baseline_snapshot, contributors)
+    add_context(joined, contributors)
+    return joined, contributors
+
+
+def join_core(snapshot: dict, baseline_snapshot: dict | None,
+              contributors: list[tuple[Probe, dict]]) -> Joined:
+    """The join without the contributors' context facts: queues, who consumes what, what
+    was shared.  A snapshot of several hosts (qdiag/fleet) adds each host's context
+    on a view of its own (its processes, its host) with `add_context`."""
+    joined = Joined(snapshot=snapshot, broker_ports=brokers.client_ports(_targets(snapshot)),
+                    exported=shares(contributors))
     own_facts = {probe.name: probe.diagnosis.queue_facts(obs) for probe, obs in contributors
                  if probe.diagnosis.queue_facts}
     baselines = _baseline_index(baseline_snapshot)
@@ -399,7 +416,12 @@ def join(snapshot: dict, baseline_snapshot: dict | None = None) -> tuple[Joined,
         # no way to know of one, and they run on the consumer's evidence alone.
         "backlog_or_unknown": backlog_in_focus or not queues,
     })
-    symptoms: list[dict] = []
+    return joined
+
+
+def add_context(joined: Joined, contributors: list[tuple[Probe, dict]]) -> None:
+    """The contributors' context facts (e.g. the host's), and the backlogs they see as symptoms."""
+    symptoms: list[dict] = list(joined.shared.get("symptoms") or [])
     for probe, obs in contributors:
         if probe.diagnosis.context:
             context = dict(probe.diagnosis.context(obs, joined) or {})
@@ -409,7 +431,6 @@ def join(snapshot: dict, baseline_snapshot: dict | None = None) -> tuple[Joined,
         # A backlog no broker shows (an in-process queue logging "queue full"):
         # the symptom stands for the backlog the consumer-side rules explain.
         joined.shared.update(symptoms=symptoms, backlog_in_focus=True, backlog_any=True, backlog_or_unknown=True)
-    return joined, contributors
 
 
 def subjects(snapshot: dict, baseline_snapshot: dict | None = None) -> Iterator[Subject]:
