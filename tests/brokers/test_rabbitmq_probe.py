@@ -67,8 +67,15 @@ def rabbitmqctl_queues(vhost="/"):
     exe = shutil.which("rabbitmqctl") or "/usr/sbin/rabbitmqctl"
     out = subprocess.run([exe, "list_queues", "-q", "--formatter", "json", "-p", vhost,
                           "name", "messages_ready", "messages_unacknowledged", "consumers"],
-                         capture_output=True, text=True, timeout=60, check=True, cwd="/")
+                         capture_output=True, text=True, timeout=60, check=True, cwd="/", env=rabbitmqctl_env())
     return {q["name"]: q for q in json.loads(out.stdout or "[]")}
+
+
+def rabbitmqctl_env() -> dict:
+    """rabbitmqctl runs as the rabbitmq user; Erlang reads its config from XDG_CONFIG_HOME, and
+    a test's private one is unreadable to that user (an error report then lands on stdout,
+    before the JSON)."""
+    return {k: v for k, v in os.environ.items() if k != "XDG_CONFIG_HOME"}
 
 
 def api_queue(name, vhost="/"):
@@ -209,10 +216,8 @@ def state_of_vhost(vhost):
     exe = shutil.which("rabbitmqctl") or "/usr/sbin/rabbitmqctl"
 
     def listing(*args):
-        # cwd "/": rabbitmqctl runs as the rabbitmq user, who cannot read a test's private
-        # working directory (Erlang then prints an error report on stdout, before the JSON).
-        out = subprocess.run([exe, *args, "-q", "--formatter", "json", "-p", vhost], cwd="/", capture_output=True,
-                             text=True,
+        out = subprocess.run([exe, *args, "-q", "--formatter", "json", "-p", vhost], cwd="/", env=rabbitmqctl_env(),
+                             capture_output=True, text=True,
                              timeout=60, check=True).stdout
         return sorted(json.dumps(item, sort_keys=True) for item in json.loads(out or "[]"))
 
