@@ -12,10 +12,28 @@ from tests.brokers.test_rabbitmq_probe import (  # noqa: F401 (_rig: the rig's U
 pytestmark = pytest.mark.broker
 
 
+def _wait_for_prometheus(queue: str, ready: int, timeout: float = 30.0) -> None:
+    import time
+    import urllib.request
+
+    url = "http://127.0.0.1:15692/metrics/detailed?family=queue_coarse_metrics"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with urllib.request.urlopen(url, timeout=5) as resp:
+            text = resp.read().decode()
+        if any(f'queue="{queue}"' in line and line.startswith("rabbitmq_detailed_queue_messages_ready")
+               and float(line.rsplit(" ", 1)[1]) == ready for line in text.splitlines()):
+            return
+        time.sleep(0.5)
+    pytest.fail(f"the prometheus plugin did not report {ready} ready in {queue} within {timeout:g}s")
+
+
 @pytest.mark.parametrize("listing", ["totals", "prometheus"])
 def test_cheaper_listing_finds_named_and_missing_queues(rig, tmp_path, listing):
     q = rig.queue("listed")
     rig.publish(q, 12)
+    if listing == "prometheus":
+        _wait_for_prometheus(q, 12)  # the plugin's figures trail by a statistics interval, as the API's do
     typo = rig.name("typo")
     result, _ = run_probe(queues=[q, typo], window=1.0, tmp_path=tmp_path, options={"listing": listing})
     assert result["status"] == "ok", result["error"]
