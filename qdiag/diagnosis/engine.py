@@ -56,27 +56,56 @@ def _strength(rule: Rule, facts: dict) -> float:
     value = expr.evaluate(rule.strength_tree, facts)
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return 1.0 if value else 0.0
-    return max(0.0, min(1.0, float(value)))
+    try:
+        value = float(value)
+    except OverflowError:  # an integer fact past any float: as strong as it gets
+        value = 1.0 if value > 0 else 0.0
+    return max(0.0, min(1.0, value)) if value == value else 0.0  # nan: no strength
 
 
-def evaluate(rules: list[Rule], snapshot: dict, baseline: dict | None = None) -> list[Hit]:
-    return evaluate_subjects(rules, list(subjects(snapshot, baseline)))
+def evaluate(rules: list[Rule], snapshot: dict, baseline: dict | None = None,
+             broken: list[dict] | None = None) -> list[Hit]:
+    return evaluate_subjects(rules, list(subjects(snapshot, baseline)), broken)
 
 
-def evaluate_subjects(rules: list[Rule], all_subjects: list[Subject]) -> list[Hit]:
+def evaluate_subjects(rules: list[Rule], all_subjects: list[Subject], broken: list[dict] | None = None) -> list[Hit]:
+    """Every rule on every subject of its kind.  A rule that raises (a playbook
+    the validator could not fault, facts it did not foresee) is recorded in
+    `broken` with its first error and the number of subjects it failed on; the
+    other rules still run."""
     hits = []
+    failed: dict[str, dict] = {}
     for rule in rules:
         for subject in all_subjects:
             if subject.kind != rule.kind:
                 continue
-            if not expr.evaluate(rule.when_tree, subject.facts):
+            try:
+                hit = _apply(rule, subject)
+            except Exception as exc:  # noqa: BLE001 - isolation is the point
+                entry = failed.setdefault(rule.id, {"rule": rule.id, "source": rule.source, "subjects": 0,
+                                                    "error": f"{type(exc).__name__}: {str(exc)[:160]}".rstrip(": ")})
+                entry["subjects"] += 1
                 continue
-            strength = _strength(rule, subject.facts)
-            if strength <= 0:
-                continue
-            subject_id = template.render(rule.subject, subject.facts) if rule.subject else subject.id
-            hits.append(Hit(rule, subject_id, strength, template.render(rule.evidence, subject.facts), subject.facts))
+            if hit is not None:
+                hits.append(hit)
+    if broken is not None:
+        broken.extend(failed.values())
     return hits
+
+
+def _apply(rule: Rule, subject: Subject) -> Hit | None:
+    if not expr.evaluate(rule.when_tree, subject.facts):
+        return None
+    strength = _strength(rule, subject.facts)
+    if strength <= 0:
+        return None
+    subject_id = template.render(rule.subject, subject.facts) if rule.subject else subject.id
+    return Hit(rule, subject_id, strength, template.render(rule.evidence, subject.facts), subject.facts)
+
+
+def broken_rule_text(entry: dict) -> str:
+    return (f"rule {entry.get('rule')} ({entry.get('source')}) could not be evaluated on {entry.get('subjects')} "
+            f"subject(s) and was left out: {entry.get('error')}")
 
 
 def rank(hits: list[Hit]) -> list[dict[str, Any]]:
@@ -210,7 +239,19 @@ def _why_nothing(number: int, statuses: dict) -> str:
     return "skipped: no data" + (" (" + "; ".join(reasons) + ")" if reasons else "")
 
 
-def assess(snapshot: dict, queues: list[dict], causes: list[dict], shared: dict | None = None) -> dict[str, Any]:
+def assess(snapshot: dict, queues: list[dict], causes: list[dict], shared: dict | None = None,
+           broken: list[dict] | None = None) -> dict[str, Any]:
+    """_assess(), and rules that could not be evaluated: a run whose rules did
+    not all run cannot be called healthy, and the reader is told which."""
+    assessed = _assess(snapshot, queues, causes, shared)
+    if broken:
+        assessed["reasons"] = list(assessed["reasons"]) + [broken_rule_text(b) for b in broken]
+        if assessed["verdict"] == "healthy":
+            assessed["verdict"] = "unknown"
+    return assessed
+
+
+def _assess(snapshot: dict, queues: list[dict], causes: list[dict], shared: dict | None = None) -> dict[str, Any]:
     """The verdict and, when it is not plain, why: {"verdict", "reasons"}.
 
     healthy:  the queues in focus were measured over the window, every probe

@@ -10,8 +10,12 @@ import re
 from typing import Any, Mapping
 
 _FIELD = re.compile(r"\{([A-Za-z][\w]*(?:\.[A-Za-z][\w]*)*)(?::([^{}]*))?\}")
-_SPEC = re.compile(r"^[<>^=]?[+\- ]?[#0]?\d*[,_]?(\.\d+)?[bcdeEfFgGnoxX%s]?$")
+_SPEC = re.compile(r"^[<>^=]?[+\- ]?[#0]?(?P<width>\d*)[,_]?(\.(?P<precision>\d+))?[bcdeEfFgGnoxX%s]?$")
 UNKNOWN = "unknown"
+# A format spec pads or rounds a number for reading; past these it is a way to
+# print megabytes ("{depth:20000000}" made a 360 MB report).
+MAX_WIDTH = 40
+MAX_PRECISION = 12
 
 
 def lookup(facts: Mapping[str, Any], path: str) -> Any:
@@ -41,10 +45,10 @@ def render(template: str, facts: Mapping[str, Any]) -> str:
     def field(match: re.Match) -> str:
         value = lookup(facts, match.group(1))
         spec = match.group(2)
-        if spec and isinstance(value, (int, float)) and not isinstance(value, bool):
+        if spec and isinstance(value, (int, float)) and not isinstance(value, bool) and _spec_problem(spec) is None:
             try:
                 return format(value, spec)
-            except ValueError:
+            except (ValueError, OverflowError):  # e.g. 'c' of a huge number, 'f' of an int past a float
                 return _human(value)
         return _human(value)
 
@@ -57,6 +61,20 @@ def check(template: str) -> str | None:
     if "{" in stripped or "}" in stripped:
         return "unbalanced or malformed {field} in template"
     for match in _FIELD.finditer(template):
-        if match.group(2) and not _SPEC.match(match.group(2)):
-            return f"bad format spec ':{match.group(2)}' for {{{match.group(1)}}}"
+        problem = _spec_problem(match.group(2)) if match.group(2) else None
+        if problem:
+            return f"{problem} in ':{match.group(2)}' for {{{match.group(1)}}}"
+    return None
+
+
+def _spec_problem(spec: str) -> str | None:
+    parsed = _SPEC.match(spec)
+    if not parsed:
+        return "bad format spec"
+    width, precision = parsed.group("width"), parsed.group("precision")
+    # Compared as text first: int() of a 5,000-digit width is itself an error.
+    if width and (len(width) > 3 or int(width) > MAX_WIDTH):
+        return f"width over {MAX_WIDTH}"
+    if precision and (len(precision) > 3 or int(precision) > MAX_PRECISION):
+        return f"precision over {MAX_PRECISION}"
     return None

@@ -4,7 +4,8 @@ snapshot re-renders to the same report anywhere.
 Format history: qdiag.report/1 first version.  Keys may be added; renaming or
 removing one means qdiag.report/2.  Added since: "qdiag_version", "command",
 "targets", "named", "discovered" (what produced the snapshot and what it looked
-at); "focus" on each queue row; more queue detail keys (QUEUE_DETAIL_KEYS).
+at); "focus" on each queue row; more queue detail keys (QUEUE_DETAIL_KEYS);
+"broken_rules" (rules that raised and were left out; only when there are some).
 """
 
 from __future__ import annotations
@@ -65,7 +66,8 @@ def build_report(snapshot: dict, rules: list[Rule], baseline: dict | None = None
     queues = sorted((_queue_row(queue_facts(r, None, snapshot)) for r in queue_records(snapshot)), key=_queue_order)
     settings = snapshot.get("settings") or {}
     joined, contributors = facts.join(snapshot, baseline)
-    hits = engine.evaluate_subjects(rules, list(facts.subjects_of(joined, contributors)))
+    broken: list[dict] = []  # rules that raised: left out, and said so (engine.evaluate_subjects)
+    hits = engine.evaluate_subjects(rules, list(facts.subjects_of(joined, contributors)), broken)
     ranked = engine.rank(hits)
     root_causes = [c for c in ranked if c["score"] >= engine.SCORE_FLOOR]
     return {
@@ -73,10 +75,11 @@ def build_report(snapshot: dict, rules: list[Rule], baseline: dict | None = None
         "generated_at": snapshot["created_at"],
         "host": snapshot["host"].get("hostname"),
         "window_s": snapshot["window_s"],
-        **_verdict(engine.assess(snapshot, queues, ranked, joined.shared)),
+        **_verdict(engine.assess(snapshot, queues, ranked, joined.shared, broken)),
         "queues": queues,
         "root_causes": root_causes,
         "steps": engine.steps(hits, snapshot),
+        **({"broken_rules": broken} if broken else {}),
         "probes": [{"name": p["name"], "status": p["status"], "duration_s": p.get("duration_s", 0.0),
                     "error": p.get("error")} for p in snapshot["probes"]],
         "baseline": baseline.get("created_at") if baseline else None,
