@@ -124,18 +124,41 @@ def rank(hits: list[Hit]) -> list[dict[str, Any]]:
         if out_of_focus:
             score *= OUT_OF_FOCUS
         scored.append({"id": cause, "subject": subject, "score": score, "hits": group, "out_of_focus": out_of_focus})
-    undemoted = [(item["id"], item["score"], _queues_of(item)) for item in scored]
-    for item in scored:
+    # The best undemoted score per cause: over every item (for evidence that
+    # concerns no queue in particular), over items that name no queue, and per
+    # queue.  One pass, so that thousands of queues do not cost a pairwise scan.
+    queues_of = [_queues_of(item) for item in scored]
+    best_any: dict[str, float] = {}
+    best_unqueued: dict[str, float] = {}
+    best_by_queue: dict[str, dict[str, float]] = {}
+    for item, theirs in zip(scored, queues_of):
+        cause, score = item["id"], item["score"]
+        best_any[cause] = max(best_any.get(cause, score), score)
+        if not theirs:
+            best_unqueued[cause] = max(best_unqueued.get(cause, score), score)
+        for queue in theirs:
+            per = best_by_queue.setdefault(cause, {})
+            per[queue] = max(per.get(queue, score), score)
+    for item, mine in zip(scored, queues_of):
         causes = EXPLAINED_BY.get(item["id"], ())
         if not causes:
             continue
         # Only evidence that can concern this item's queue explains it: a stuck
         # consumer of another queue says nothing about why this one is full.
-        mine = _queues_of(item)
         best: dict[str, float] = {}
-        for cause, score, theirs in undemoted:
-            if cause in causes and (not mine or not theirs or mine & theirs):
-                best[cause] = max(best.get(cause, 0.0), score)
+        for cause in causes:
+            if not mine:
+                found = best_any.get(cause, -1.0)
+            else:
+                found = best_unqueued.get(cause, -1.0)
+                per = best_by_queue.get(cause)
+                if per:
+                    for queue in mine:
+                        score = per.get(queue, -1.0)
+                        if score > found:
+                            found = score
+            if found >= 0.0:  # scores are >= 0: -1 means no item of that cause concerns this one
+                best[cause] = found
         top = max(best.values(), default=0.0)
         if top < SCORE_FLOOR:
             continue
