@@ -9,6 +9,7 @@ purely additive):
 
 from __future__ import annotations
 
+import errno
 import gzip
 import io
 import json
@@ -25,7 +26,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from qdiag import __version__
-from qdiag.errors import SnapshotError
+from qdiag.errors import SnapshotError, UsageError
 
 SCHEMA_PREFIX = "qdiag.snapshot/"
 VERSION = 1
@@ -94,25 +95,158 @@ def default_filename(snapshot: dict) -> str:
     return f"qdiag-{host}-{stamp}.json.gz"
 
 
-def write_atomic(path: Path, data: bytes, mode: int = 0o600) -> None:
-    """Write via a temporary file in the same directory, fsync, rename: a reader
-    never sees half a file, and an interrupted write leaves the old one."""
-    path = Path(path)
-    directory = path.parent if str(path.parent) else Path(".")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
+# Output files (-o, --snapshot, --junit): what is at the path decides how it is written.
+#   nothing            a new file, created atomically with `mode`;
+#   a regular file     replaced atomically (temporary file, fsync, rename, fsync of
+#                      the directory), keeping its owner, group and permission bits;
+#                      a private output (a snapshot, mode 0600) also drops group and
+#                      other bits.  Not run as root, a file of another user is
+#                      refused: replacing it would silently make it ours;
+#   anything else      (/dev/null, a terminal, a FIFO, a symlink to /proc/self/fd/1)
+#                      written through like a stream, never replaced by a file.
+# Symlinks are followed by the kernel's own open(), so its protected_symlinks rule
+# (a link planted in a sticky world-writable directory such as /tmp) still applies.
+
+
+class OutputRefused(UsageError):
+    """An output path qdiag will not write to; the message says why, the hint what to do."""
+
+    def __init__(self, path: Path, problem: str, hint: str):
+        super().__init__(f"{path}: {problem}", hint)
+        self.problem = problem
+
+
+def inspect_output(path: Path) -> os.stat_result | None:
+    """What is at `path`, symlinks followed: None when nothing is.  Checked before
+    any probing, without opening it (opening a FIFO would end its reader's input).
+
+    Raises OutputRefused for what cannot be written: a directory, a socket, a
+    file not writable, another user's file when not root."""
     try:
+        info = os.stat(path)
+    except (FileNotFoundError, NotADirectoryError):  # the parent's problem, said by the caller
+        return None
+    except OSError as exc:
+        raise OutputRefused(path, f"cannot be checked ({exc.strerror or exc})", "choose another path") from None
+    _refuse(path, info)
+    if not os.access(path, os.W_OK):
+        raise OutputRefused(path, "is not writable", "check its permissions or choose another path")
+    return info
+
+
+def _refuse(path: Path, info: os.stat_result) -> None:
+    if stat.S_ISDIR(info.st_mode):
+        raise OutputRefused(path, "is a directory", "give a file name")
+    if stat.S_ISSOCK(info.st_mode):
+        raise OutputRefused(path, "is a socket", "choose another path")
+    if stat.S_ISREG(info.st_mode) and info.st_uid != os.geteuid() and os.geteuid() != 0:
+        raise OutputRefused(path, f"belongs to {_user_name(info.st_uid)}; replacing it would make it yours",
+                            "remove it first or choose another path")
+
+
+def _user_name(uid: int) -> str:
+    try:
+        import pwd
+
+        return f"user {pwd.getpwuid(uid).pw_name}"
+    except (ImportError, KeyError):
+        return f"uid {uid}"
+
+
+def _open_existing(path: Path) -> tuple[int, os.stat_result] | None:
+    """Open what is at `path` for writing, without creating or truncating it:
+    (fd, its stat), or None when nothing is there.  The kernel follows symlinks
+    here, with its protected_symlinks rule."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK | os.O_NOCTTY | getattr(os, "O_CLOEXEC", 0))
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except IsADirectoryError:
+        raise OutputRefused(path, "is a directory", "give a file name") from None
+    except OSError as exc:
+        if exc.errno == errno.ENXIO:  # a FIFO nobody reads (a socket cannot be opened at all)
+            raise OutputRefused(path, "is a FIFO that nothing reads, or a socket",
+                                "start its reader first, or choose another path") from None
+        raise OutputRefused(path, f"cannot be written ({exc.strerror or exc})",
+                            "check its permissions or choose another path") from None
+    try:
+        info = os.fstat(fd)
+        _refuse(path, info)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd, info
+
+
+def write_atomic(path: Path, data: bytes, mode: int = 0o600, *, binary: bool = False) -> None:
+    """Write `data` to the output `path` as described above: a reader never sees
+    half a file, an interrupted write leaves the old one and no temporary file."""
+    path = Path(path)
+    opened = _open_existing(path)
+    existing = None
+    if opened is not None:
+        fd, existing = opened
+        if not stat.S_ISREG(existing.st_mode):
+            _write_through(path, fd, data, binary)
+            return
+        os.close(fd)
+        target = Path(os.path.realpath(path))
+        current = os.stat(target)
+        if (current.st_dev, current.st_ino) != (existing.st_dev, existing.st_ino):
+            raise OutputRefused(path, "changed while it was being written", "run again")
+        keep = existing.st_mode & 0o777
+        mode = keep & ~0o077 if not mode & 0o077 else keep
+    else:
+        target = path
+    directory = target.parent if str(target.parent) else Path(".")
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=directory)
+    try:
+        if existing is not None and (existing.st_uid, existing.st_gid) != (os.geteuid(), os.getegid()):
+            try:
+                os.fchown(fd, existing.st_uid if os.geteuid() == 0 else -1, existing.st_gid)
+            except PermissionError:  # not a member of the file's group: it gets ours
+                pass
         os.fchmod(fd, mode)
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
-        os.replace(tmp, path)
+        os.replace(tmp, target)
     except BaseException:
         try:
             os.unlink(tmp)
         except FileNotFoundError:
             pass
         raise
+    _fsync_directory(directory)
+
+
+def _write_through(path: Path, fd: int, data: bytes, binary: bool) -> None:
+    """A device, FIFO or terminal: written like a stream, as `> path` would."""
+    try:
+        if binary and os.isatty(fd):
+            raise OutputRefused(path, "is a terminal; refusing to write a gzip snapshot to it",
+                                "redirect it to a file instead")
+        os.set_blocking(fd, True)
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+    finally:
+        os.close(fd)
+
+
+def _fsync_directory(directory: Path) -> None:
+    """The rename is durable only once the directory is on disk too."""
+    try:
+        fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_CLOEXEC", 0))
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # some filesystems cannot fsync a directory; the data itself is synced
+        pass
+    finally:
+        os.close(fd)
 
 
 def dumps(snapshot: dict) -> bytes:
@@ -122,7 +256,7 @@ def dumps(snapshot: dict) -> bytes:
 
 
 def save(snapshot: dict, path: Path) -> Path:
-    write_atomic(path, dumps(snapshot))
+    write_atomic(path, dumps(snapshot), binary=True)
     return path
 
 
