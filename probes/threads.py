@@ -109,7 +109,11 @@ def collect(ctx) -> dict:
     out["processes"] = [p.report() for p in procs]
     out["kernel_sampling"] = kernel.status if kernel else "no process to sample"
     ctx.partial.update(out)
-    dumped = [p for p in procs if p.dumps or p.kernel]
+    # The probe answers for its stacks: with none, it fails and says why (no
+    # permission to attach, not a Python or Java process, ...), even when the
+    # kernel's view was sampled; that view stays in the observations (they are
+    # kept with a failed probe) and the rules still read it.
+    dumped = [p for p in procs if p.dumps]
     if not dumped:
         failures = [p for p in procs if p.error]
         if failures and all(p.error_kind == "permission" for p in failures):
