@@ -13,6 +13,7 @@ import os
 import shutil
 import signal
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -151,3 +152,55 @@ def test_a_real_jvm_is_still_dumped(tmp_path):
         assert proc["error"] is None and proc["dumps"] >= 2
     finally:
         stop(jvm)
+
+
+# --------------------------------------------------------------------------- exiting during a dump
+
+PY_SPY = shutil.which("py-spy", path=os.path.dirname(os.path.realpath(__import__("sys").executable))) \
+    or shutil.which("py-spy")
+
+
+def killing_wrapper(tmp_path: Path, real_tool: str, target_pid: int, kill_at: int) -> Path:
+    """The dump tool, except that its `kill_at`-th run first kills the target:
+    the process then exits while a dump of it is being taken."""
+    counter = tmp_path / "runs"
+    wrapper = tmp_path / f"{Path(real_tool).name}-killing"
+    wrapper.write_text(f"#!/bin/sh\nn=$(cat {counter} 2>/dev/null || echo 0); n=$((n+1)); echo $n > {counter}\n"
+                       f"[ \"$n\" -ge {kill_at} ] && kill -9 {target_pid}\nexec {real_tool} \"$@\"\n")
+    wrapper.chmod(0o755)
+    return wrapper
+
+
+def python_target() -> subprocess.Popen:
+    import sys
+
+    target = subprocess.Popen([sys.executable, "-c", "import time\nprint('ready', flush=True)\ntime.sleep(600)"],
+                              stdout=subprocess.PIPE, text=True)
+    assert target.stdout.readline().strip() == "ready"
+    # Reaped as soon as it dies, so that its pid is really gone, as for a consumer that is not our child.
+    threading.Thread(target=target.wait, daemon=True).start()
+    return target
+
+
+@pytest.mark.skipif(PY_SPY is None, reason="py-spy is not installed")
+@pytest.mark.parametrize("kill_at", [1, 2])
+def test_a_target_exiting_during_a_dump(tmp_path, kill_at):
+    target = python_target()
+    try:
+        wrapper = killing_wrapper(tmp_path, PY_SPY, target.pid, kill_at)
+        began = time.monotonic()
+        result = run_probe(window=1.5, pids=(target.pid,), options={"py_spy": str(wrapper), "dumps": 3})
+        elapsed = time.monotonic() - began
+        proc = entry(result, target.pid)
+        if kill_at == 1:  # died during the first dump: nothing to show, and the probe says so
+            assert result.status == P.ERROR, (result.status, result.error)
+            assert result.error == f"pid {target.pid} exited before it could be dumped"
+            assert proc["dumps"] == 0
+        else:  # died during the second: the first dump is kept, and the note says what happened
+            assert result.status == P.OK, result.error
+            assert proc["dumps"] == 1 and proc["error"] is None
+            assert any("exited after 1 dump(s)" in note for note in proc["notes"]), proc["notes"]
+        assert elapsed < 1.5 + HANG_GUARD_S
+    finally:
+        if target.poll() is None:
+            target.kill()
