@@ -48,7 +48,10 @@ def recent_kills(host: dict) -> list[dict]:
 
 
 def _context(obs: dict, joined) -> dict:
-    facts = host_facts(obs, joined.exported.get("top_processes") or [], joined.processes)
+    # Consumers are the processes in focus: discovery by host also claims producers, other
+    # clients and the broker itself, whose CPU says nothing about the consumers.
+    consumers = [p for p in joined.processes if joined.focus(p.get("pid"))]
+    facts = host_facts(obs, joined.exported.get("top_processes") or [], consumers)
     # Host-wide CPU evidence is about the consumer when there is one consumer here.
     by_subject = joined.by_subject
     local = [t for t in joined.processes if not t.get("gone") and joined.consumer_of.get(t.get("pid")) in by_subject]

@@ -48,8 +48,11 @@ def _queue_facts(obs: dict):
             rows.setdefault((row.get("topic"), group.get("group")), []).append(row)
 
     def facts(record: dict) -> dict:
-        return {"bootstrap": obs.get("bootstrap"),
-                **partition_facts(rows.get((record.get("name"), record.get("group"))) or [])}
+        # A snapshot that keeps only some rows (_kafka_compact) carries these, computed over all of them.
+        stored = record.get("partition_facts")
+        if not isinstance(stored, dict):
+            stored = partition_facts(rows.get((record.get("name"), record.get("group"))) or [])
+        return {"bootstrap": obs.get("bootstrap"), **stored}
 
     return facts
 

@@ -16,6 +16,9 @@ Raw document (partition numbers are string keys so that it survives JSON):
                                      "subscription": [topic] | None}] | None}},
      "topics": {topic: {"error": str | None, "partitions": {"p": {"leader": int}}}},
      "samples": [{"t": s since window start, "wall": epoch s,
+                  "groups": {group: {"state", "members": [{"member_id", "client_id", "host",
+                                                           "assignment", "generation"}]}
+                                    | {"error"}},   (absent in documents recorded before it)
                   "committed": {group: {topic: {"p": offset}}},
                   "committed_errors": {group: message},
                   "log_end": {topic: {"p": offset}},
@@ -36,6 +39,9 @@ from __future__ import annotations
 
 import math
 from typing import Any, Iterable
+
+from . import _kafka_groups as groups_mod
+from . import _kafka_members as members_mod
 
 # Value states for committed / log-end / lag.
 OK = "ok"
@@ -59,6 +65,9 @@ STATUS_RANK = {
 }
 SEVERITY = {"OK": "ok", "EMPTY": "ok", "NO_COMMIT": "unknown", "UNKNOWN": "unknown",
             "WARN": "warn", "REWIND": "err", "STALL": "err", "STOP": "err", "NO_GROUP": "unknown"}
+
+# Membership facts (_kafka_groups.membership) every queue record of the group carries, as counts.
+CHURN_KEYS = ("group_samples", "states_seen", "rebalancing_samples", "rebalances_seen", "generation")
 
 DEFAULT_RETENTION_MARGIN = 0.1
 DEFAULT_UNDERPARALLEL_RATIO = 4.0
@@ -143,8 +152,9 @@ def evaluate_partition(series: list[tuple[int | None, int | None]], *, allowed_l
             return "OK", "lag within the allowed lag (one sample)"
         return "UNKNOWN", "only one sample: cannot tell whether the consumer moves"
     unmoved = all(c == commits[0] for c in commits)
-    if current > allowed_lag and unmoved and owner_state == "unowned":
-        return "STOP", f"no member owns it and its committed offset stayed at {commits[0]} with lag {current}"
+    if current > allowed_lag and unmoved and owner_state in ("unowned", "gone"):
+        who = "its owner's client is gone" if owner_state == "gone" else "no member owns it"
+        return "STOP", f"{who} and its committed offset stayed at {commits[0]} with lag {current}"
     best = max(commits[:-1])
     if commits[-1] < best:
         return "REWIND", f"committed offset went back from {best} to {commits[-1]}"
@@ -269,13 +279,14 @@ def _pkeys(mapping: dict | None) -> dict[int, Any]:
     return {int(p): v for p, v in (mapping or {}).items()}
 
 
-def _pget(mapping: dict | None, partition: int) -> Any:
-    """One partition's value from a {partition: value} map whose keys may be
-    ints or (after a JSON round trip) strings; O(1), unlike rebuilding it."""
+def _pget(mapping: dict | None, partition: int, key: str | None = None) -> Any:
+    """One partition's value from a {partition: value} map whose keys are strings
+    (the probe's, and any JSON round trip's) or ints; O(1), unlike rebuilding it.
+    `key` is str(partition) when the caller has it already."""
     if not mapping:
         return None
-    value = mapping.get(partition)
-    return mapping.get(str(partition)) if value is None else value
+    value = mapping.get(key if key is not None else str(partition))
+    return mapping.get(partition) if value is None else value
 
 
 def _owners(group: dict) -> tuple[dict[tuple[str, int], dict], bool]:
@@ -303,11 +314,11 @@ def _owner_state(group: dict, owned: bool, complete: bool) -> str:
     return "unowned"
 
 
-def _log_end_of(raw: dict, sample: dict, topic: str, p: int) -> tuple[int | None, str]:
+def _log_end_of(raw: dict, sample: dict, topic: str, p: int, key: str | None = None) -> tuple[int | None, str]:
     meta = (raw.get("topics") or {}).get(topic)
     if meta is None or meta.get("error"):
         return None, UNKNOWN_TOPIC if (meta is None or meta.get("error") == UNKNOWN_TOPIC) else UNAVAILABLE
-    part = _pget(meta.get("partitions"), p)
+    part = _pget(meta.get("partitions"), p, key)
     if part is None:
         return None, UNKNOWN_PARTITION
     leader = part.get("leader")
@@ -315,7 +326,7 @@ def _log_end_of(raw: dict, sample: dict, topic: str, p: int) -> tuple[int | None
         return None, NO_LEADER
     if topic in (sample.get("log_end_errors") or {}):
         return None, UNAVAILABLE
-    value = _pget((sample.get("log_end") or {}).get(topic), p)
+    value = _pget((sample.get("log_end") or {}).get(topic), p, key)
     if value is None or value < 0:
         return None, UNAVAILABLE
     return value, OK
@@ -366,17 +377,30 @@ def analyse(raw: dict, *, allowed_lag: int = 0, now_wall: float | None = None,
     last_errors = (samples[-1].get("committed_errors") or {}) if samples else {}
     groups_out: list[dict] = []
     queues: list[dict] = []
+    gone = members_mod.gone_hosts(samples)
+    checked = {h for s in samples for h in (s.get("local_hosts") or {})}
+    span = round(samples[-1]["t"] - samples[0]["t"], 3) if len(samples) >= 2 else None
     for gid in sorted(raw.get("groups") or {}):
         group = raw["groups"][gid]
+        if gone:
+            listed = members_mod.still_listed(gid, group, samples)
+            members = group.get("members")
+            if members is not None:
+                members = [{**m, "gone": members_mod.member_host(m) in gone and m.get("member_id") in listed}
+                           for m in members]
+            group = {**group, "members": members}
         owners, complete = _owners(group)
         keys: set[tuple[str, int]] = set(owners)
         for sample in samples:
             for topic, parts in ((sample.get("committed") or {}).get(gid) or {}).items():
                 keys.update((topic, int(p)) for p in parts)
         rows = []
+        offsets: dict = {}
         for topic, p in sorted(keys):
             rows.append(_partition_row(raw, gid, group, topic, p, owners, complete, samples,
-                                       log_start, stamps, read_wall, now_wall, allowed_lag, retention_margin))
+                                       log_start, stamps, read_wall, now_wall, allowed_lag, retention_margin,
+                                       offsets))
+        churn = groups_mod.membership(gid, samples)
         statuses = [r["status"] for r in rows]
         status = group_status(statuses, group.get("state"))
         worst = max(rows, key=lambda r: STATUS_RANK.get(r["status"], 1), default=None)
@@ -393,17 +417,24 @@ def analyse(raw: dict, *, allowed_lag: int = 0, now_wall: float | None = None,
             "error": group.get("error") or last_errors.get(gid),
             "member_count": len(members) if members is not None else None,
             "members": [{**_member_summary(m), "group_instance_id": m.get("group_instance_id"),
-                         "assignment": m.get("assignment")} for m in members] if members is not None else None,
+                         "assignment": m.get("assignment"), **members_mod.gone_facts(m, gone, span)}
+                        for m in members] if members is not None else None,
             "status": status,
             "severity": SEVERITY.get(status, "unknown"),
             "status_reason": worst["status_reason"] if worst and status == worst["status"] else None,
             "total_lag": sum(max(0, x) for x in numeric) if numeric else None,
+            "membership": churn,
             "topics": sorted({t for t, _ in keys}),
             "partitions": rows,
         })
-        for topic in sorted({t for t, _ in keys}):
-            queues.append(_queue_record(gid, group, topic, [r for r in rows if r["topic"] == topic],
-                                        topics_meta, samples, underparallel_ratio))
+        by_topic: dict[str, list[dict]] = {}
+        for r in rows:
+            by_topic.setdefault(r["topic"], []).append(r)
+        for topic in sorted(by_topic):
+            record = _queue_record(gid, group, topic, by_topic[topic], topics_meta, samples, underparallel_ratio,
+                                   churn, offsets)
+            members_mod.add_gone(record, group, topic, gone, checked, span)
+            queues.append(record)
 
     consumed = {(q["name"]) for q in queues}
     for topic in raw.get("named_topics") or []:
@@ -416,26 +447,29 @@ def analyse(raw: dict, *, allowed_lag: int = 0, now_wall: float | None = None,
 
 
 def _partition_row(raw, gid, group, topic, p, owners, complete, samples, log_start, stamps, read_wall,
-                   now_wall, allowed_lag, retention_margin) -> dict:
+                   now_wall, allowed_lag, retention_margin, series_out=None) -> dict:
     series: list[tuple[int | None, int | None]] = []
     history: list[tuple[float, int | None]] = []
     commit_points: list[tuple[float, int | None]] = []
     end_points: list[tuple[float, int | None]] = []
     last = None
+    key = str(p)
     for sample in samples:
-        raw_commit = _pget(((sample.get("committed") or {}).get(gid) or {}).get(topic), p)
+        raw_commit = _pget(((sample.get("committed") or {}).get(gid) or {}).get(topic), p, key)
         committed, committed_state = committed_value(raw_commit)
-        log_end, log_end_state = _log_end_of(raw, sample, topic, p)
+        log_end, log_end_state = _log_end_of(raw, sample, topic, p, key)
         series.append((committed, log_end))
         history.append((sample["wall"], log_end))
         commit_points.append((sample["t"], committed))
         end_points.append((sample["t"], log_end))
         last = (committed, committed_state, log_end, log_end_state)
     committed, committed_state, log_end, log_end_state = last or (None, NONE, None, UNAVAILABLE)
+    if series_out is not None:
+        series_out[(topic, p)] = series
     lag, lag_state = partition_lag(committed, committed_state, log_end, log_end_state)
     start = _pget(log_start.get(topic), p)
     owner = owners.get((topic, p))
-    owner_state = _owner_state(group, owner is not None, complete)
+    owner_state = "gone" if owner and owner.get("gone") else _owner_state(group, owner is not None, complete)
     record = _closest_read(_pget(stamps.get(topic), p), committed)
     invisible = _invisible(record, committed)
     status, reason = evaluate_partition(series, allowed_lag=allowed_lag, owner_state=owner_state,
@@ -459,6 +493,13 @@ def _partition_row(raw, gid, group, topic, p, owners, complete, samples, log_sta
         row["effective_lag"] = effective
     row.update(seconds_behind(lag=effective, committed=committed, history=history, record=record,
                               read_wall=read_wall, now_wall=now_wall))
+    if committed is None and log_end is not None and start is not None:
+        # No commit: what the group has not consumed is unknown; what is retained is
+        # the most it can be (see _queue_record's depth_basis).
+        row["backlog_from_log_start"] = max(0, log_end - start)
+        if status == "NO_COMMIT" and owner_state == "owned" and (row["rate_in"] or 0) > 0:
+            row["status_reason"] = (f"no committed offset at any sample while {row['rate_in']:.1f} records/s "
+                                    f"arrive and member {owner.get('client_id') or owner.get('member_id')} owns it")
     risk = retention_risk(committed, start, log_end, retention_margin)
     row["data_at_risk"] = risk.pop("data_at_risk")
     if row["data_at_risk"]:
@@ -476,26 +517,20 @@ def _sum(values: Iterable[float | None]) -> float | None:
     return round(sum(numeric), 3) if numeric else None
 
 
-def _lag_trend(rows: list[dict], samples: list[dict], gid: str) -> tuple[str | None, float | None, list | None]:
+def _lag_trend(rows: list[dict], samples: list[dict], offsets: dict) -> tuple[str | None, float | None, list | None]:
     """Total lag per sample over the partitions that have a numeric lag at every
     sample (the same set throughout), compared first to last: (trend word,
-    change per second, the totals)."""
+    change per second, the totals).  `offsets`: (topic, partition) -> [(committed,
+    log end)] per sample, as _partition_row read them."""
     if not samples or not rows:
         return None, None, None
     series = []
     for row in rows:
         if row["log_end_state"] != OK:
             continue
-        lags = []
-        for sample in samples:
-            c = committed_value(_pget(((sample.get("committed") or {}).get(gid) or {}).get(row["topic"]),
-                                      row["partition"]))[0]
-            e = _pget((sample.get("log_end") or {}).get(row["topic"]), row["partition"])
-            if c is None or e is None or e < 0:
-                break
-            lags.append(e - c)
-        else:
-            series.append(lags)
+        points = offsets.get((row["topic"], row["partition"])) or []
+        if len(points) == len(samples) and all(c is not None and e is not None for c, e in points):
+            series.append([e - c for c, e in points])
     if not series:
         return None, None, None
     totals = [(sample["t"], sum(lags[i] for lags in series)) for i, sample in enumerate(samples)]
@@ -506,13 +541,41 @@ def _lag_trend(rows: list[dict], samples: list[dict], gid: str) -> tuple[str | N
     return trend, _round(rate(totals)), [v for _, v in totals]
 
 
-def _queue_record(gid, group, topic, rows, topics_meta, samples, underparallel_ratio) -> dict:
+# What a depth counted from the log start means, said wherever it is shown.
+LOG_START_NOTE = ("no committed offset: the backlog is counted from the log start (the oldest retained record), "
+                  "the most the group can have left; the consumers' auto.offset.reset is not visible to qdiag, "
+                  "and with 'latest' they started at the log end and skipped part of it")
+
+
+def _start_trend(rows: list[dict], samples: list[dict]) -> tuple[str | None, float | None, list | None]:
+    """For partitions counted from the log start: retained records per sample (log
+    end at the sample minus the log start read after the window)."""
+    series = []
+    for row in rows:
+        start = row.get("log_start")
+        ends = [_pget((sample.get("log_end") or {}).get(row["topic"]), row["partition"]) for sample in samples]
+        if start is None or any(e is None or e < 0 for e in ends):
+            continue
+        series.append([max(0, e - start) for e in ends])
+    if not series or len(samples) < 2:
+        return None, None, None
+    totals = [(sample["t"], sum(v[i] for v in series)) for i, sample in enumerate(samples)]
+    first, last = totals[0][1], totals[-1][1]
+    trend = "growing" if last > first else "shrinking" if last < first else "steady"
+    return trend, _round(rate(totals)), [v for _, v in totals]
+
+
+def _queue_record(gid, group, topic, rows, topics_meta, samples, underparallel_ratio, churn=None,
+                  offsets=None) -> dict:
     numeric = [r for r in rows if r["lag"] is not None]
+    no_commit = [r for r in rows if r["committed_state"] == NONE]
+    from_start = [r for r in no_commit if r.get("backlog_from_log_start") is not None]
     worst_row = max(numeric, key=lambda r: r["lag"], default=None)
     members = group.get("members")
     empty = (group.get("state") or "").lower() == "empty"
     if members is not None:
-        consumers = sum(1 for m in members if (m.get("assignment") or {}).get(topic))
+        # Consumers attached: a member whose client is gone is listed, not attached.
+        consumers = sum(1 for m in members if (m.get("assignment") or {}).get(topic) and not m.get("gone"))
         idle = sum(1 for m in members
                    if topic in (m.get("subscription") or []) and not (m.get("assignment") or {}).get(topic))
     else:
@@ -526,7 +589,15 @@ def _queue_record(gid, group, topic, rows, topics_meta, samples, underparallel_r
         status = "EMPTY"
     behind = [r for r in rows if r.get("lag_seconds") is not None]
     oldest = max(behind, key=lambda r: r["lag_seconds"], default=None)
-    trend, change, totals = _lag_trend(rows, samples, gid)
+    trend, change, totals = _lag_trend(rows, samples, offsets or {})
+    if numeric:
+        depth, basis = sum(max(0, r.get("effective_lag", r["lag"])) for r in numeric), "committed"
+    elif from_start and len(from_start) == len(rows):
+        # Not one committed offset: counted from the log start, and labelled so.
+        depth, basis = sum(r["backlog_from_log_start"] for r in from_start), "log-start"
+        trend, change, totals = _start_trend(from_start, samples)
+    else:
+        depth, basis = None, None
     per_consumer = round(topic_partitions / consumers, 2) if topic_partitions and consumers else None
     at_risk = [r for r in rows if r.get("data_at_risk")]
     known_risk = [r for r in rows if r.get("data_at_risk") is not None]
@@ -534,8 +605,9 @@ def _queue_record(gid, group, topic, rows, topics_meta, samples, underparallel_r
         "system": "kafka",
         "name": topic,
         "group": gid,
-        "depth": sum(max(0, r.get("effective_lag", r["lag"])) for r in numeric) if numeric else None,
-        "depth_complete": len(numeric) == len(rows),
+        "depth": depth,
+        "depth_basis": basis,
+        "depth_complete": len(numeric) == len(rows) or basis == "log-start",
         "rate_in": _sum(r["rate_in"] for r in rows),
         "rate_out": _sum(r["rate_out"] for r in rows),
         "consumers": consumers,
@@ -558,11 +630,23 @@ def _queue_record(gid, group, topic, rows, topics_meta, samples, underparallel_r
         "lag_seconds_source": oldest["lag_seconds_source"] if oldest else "unknown",
         "data_at_risk": True if at_risk else (False if known_risk else None),
         "at_risk_partitions": [r["partition"] for r in at_risk],
-        "no_commit_partitions": sum(1 for r in rows if r["committed_state"] == NONE),
+        "no_commit_partitions": len(no_commit),
+        "no_commit_backlog": sum(r["backlog_from_log_start"] for r in from_start) if from_start else None,
+        # Owned by a member, records arriving, and no commit at any sample: whatever
+        # the member does, the group records no progress on them.
+        "not_progressing_partitions": sum(1 for r in no_commit if r["owner_state"] == "owned"
+                                          and (r["rate_in"] or 0) > 0),
         "unowned_partitions": sum(1 for r in rows if r["owner_state"] == "unowned"),
         "no_leader_partitions": sum(1 for r in rows if r["log_end_state"] == NO_LEADER),
         "status_counts": {s: statuses.count(s) for s in sorted(set(statuses))},
     }
+    if basis == "log-start":
+        record["notes"] = [LOG_START_NOTE]  # "notes" reach the report's queue rows
+    churn = churn or {}
+    record.update({k: churn.get(k) for k in CHURN_KEYS})
+    for key in ("members_joined", "members_left", "rejoined_clients"):  # the ids stay on the group
+        record[key] = len(churn[key]) if isinstance(churn.get(key), list) else None
+    record["window_s"] = round(samples[-1]["t"] - samples[0]["t"], 3) if len(samples) >= 2 else None
     if oldest is None and rows:
         mins = [r["lag_seconds_min"] for r in rows if r.get("lag_seconds_min") is not None]
         if mins:

@@ -39,11 +39,11 @@ MAX_FD_SCAN = 4096         # fd links read when listing a process's sockets
 MAX_WAIT_FDS = 256         # fds resolved per blocked call (a poll or epoll on thousands: the first ones)
 MAX_SAMPLES = 3000         # samples kept per thread (a 5-minute window at 100 ms)
 TABLE_REFRESH_S = 1.0      # re-read the socket tables this often, to see new connections
-MISS_REFRESH_S = 0.25      # and at most this often when a waited-on socket is not in them ...
+MISS_REFRESH_S = 0.2       # and at most this often when a waited-on socket is not in them ...
 # ... unless the tables are small: a client that opens a connection per request
 # (urllib, requests without a session) waits on a new socket every time, and
 # only a fresh read names its peer.
-SMALL_TABLE_ROWS = 2000
+SMALL_TABLE_ROWS = 5000
 NET_TABLE_BYTES = 16 << 20
 FDINFO_BYTES = 64 << 10
 _GONE = (errno.ENOENT, errno.ESRCH)
@@ -70,6 +70,7 @@ class _Process:
         self.resolved: dict[int, dict] = {}      # fd -> resolve_fd() result, within one tick
         self.tables_at = float("-inf")
         self.table_rows = 0  # rows in the socket tables at the last read
+        self.listening: frozenset[int] = frozenset()  # ports its own listeners accept on
         self.mem_fd: int | None = None
         self.mem_error: str | None = None
         self.problems: Counter = Counter()
@@ -281,7 +282,7 @@ class _Process:
             row = self.sockets.get(detail)
             if row is not None and row["proto"] == "unix" and "peer_name" not in row:
                 row["peer_name"] = self._unix_peer(detail)
-        return kw.resolve_fd(fd, link, self.sockets)
+        return kw.resolve_fd(fd, link, self.sockets, self.listening)
 
     def _unix_peer(self, inode: int) -> str | None:
         if not self.same_netns:
@@ -312,6 +313,7 @@ class _Process:
             for row in pp.parse_proc_net_tcp(text, wanted):
                 self.sockets[row["inode"]] = {**row, "proto": proto}
         self.table_rows = rows
+        self.listening = kw.listening_ports({i: r for i, r in self.sockets.items() if i in inodes})
         missing = wanted - self.sockets.keys()
         if missing:
             try:
@@ -387,6 +389,11 @@ class _Process:
                                 f"(at most {self.owner.max_threads} per process, the lowest thread ids)")
         for problem, count in sorted(self.problems.items()):
             doc["notes"].append(f"{problem}: {count} time(s)")
+        for track in self.threads.values():
+            for sample in track["samples"]:
+                if sample.get("wait") is not None:
+                    sample["wait"] = kw.resolve_late(sample["wait"], self.sockets, self.listening,
+                                                     self.owner.broker_ports)
         doc.update(kw.summarise_process(self.threads, self.connections, broker_ports=self.owner.broker_ports,
                                         clk_tck=clk_tck))
         return doc

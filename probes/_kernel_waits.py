@@ -23,6 +23,7 @@ Syscall numbers are per architecture: x86-64 and aarch64 are known; on others
 
 from __future__ import annotations
 
+import re
 from collections import Counter, defaultdict
 from statistics import median
 from typing import Iterable, Mapping, NamedTuple
@@ -123,6 +124,32 @@ class Wait(NamedTuple):
     detail: str | None = None  # the system call or kernel function, for people
 
 
+_UNRESOLVED = re.compile(r"^socket:\[(\d+)\]$")
+
+
+def resolve_late(wait: Wait, sockets: Mapping[int, dict], listening: frozenset[int],
+                 broker_ports: Mapping[int, str]) -> Wait:
+    """A wait on a socket that was not in the tables when sampled, resolved from a later read.
+
+    A client that opens a connection per request (urllib, requests without a session) waits
+    on a socket younger than the last table read; socket inodes are unique while the socket
+    lives, and a later read made during the same request names its peer."""
+    if not any(kind == "unknown" and target and _UNRESOLVED.match(target) for kind, target in wait.parts):
+        return wait
+    parts = []
+    for kind, target in wait.parts:
+        match = _UNRESOLVED.match(target or "") if kind == "unknown" else None
+        if match:
+            fd = resolve_fd(-1, target, sockets, listening)
+            if fd["kind"] in ("tcp", "udp") and fd["peer"]:
+                port = port_of(fd["peer"])
+                kind, target = ("broker" if port in broker_ports else "peer"), fd["peer"]
+            elif fd["kind"] == "inbound":
+                kind, target = "local", fd["label"]
+        parts.append((kind, target))
+    return Wait(tuple(dict.fromkeys(parts)), wait.detail)
+
+
 def _one(kind: str, target: str | None = None, detail: str | None = None) -> Wait:
     return Wait(((kind, target),), detail)
 
@@ -221,11 +248,19 @@ def _fd_wait(call: str, fds: list[dict], broker_ports: Mapping[int, str], awaiti
     return _one("local", "closed fds", call)
 
 
-def resolve_fd(fd: int, link: str | None, sockets: Mapping[int, dict]) -> dict:
+def listening_ports(sockets: Mapping[int, dict]) -> frozenset[int]:
+    """The ports the process's own listening sockets accept on."""
+    return frozenset(p for p in (port_of(r.get("local", "")) for r in sockets.values()
+                                 if r.get("state") == "LISTEN") if p is not None)
+
+
+def resolve_fd(fd: int, link: str | None, sockets: Mapping[int, dict], listening: frozenset[int] = frozenset()) -> dict:
     """One fd -> {"fd", "kind", "peer", "label", ...} from its /proc/<pid>/fd link and the
     process's socket table ({inode: row} with "proto" tcp/udp/unix, "remote" or "name").
 
-    kind: tcp, udp, unix, pipe, anon, file, socket (of another family), closed.
+    kind: tcp, udp, unix, pipe, anon, file, socket (of another family), closed; inbound for a
+    connection one of the process's own listeners accepted (`listening`: their ports): a
+    server waiting there waits for its clients' requests, not on a dependency.
     peer: "ip:port" of a connected TCP/UDP socket, "unix:/path" of a Unix socket
     whose peer is bound to a path; None otherwise.
     """
@@ -234,8 +269,8 @@ def resolve_fd(fd: int, link: str | None, sockets: Mapping[int, dict]) -> dict:
     kind, detail = fd_target(link)
     if kind == "socket":
         row = sockets.get(detail)
-        if row is None:
-            return {"fd": fd, "kind": "socket", "peer": None, "label": "socket", "inode": detail}
+        if row is None:  # not (yet) in the tables: the label keeps the inode, to resolve it later
+            return {"fd": fd, "kind": "socket", "peer": None, "label": f"socket:[{detail}]", "inode": detail}
         proto = row["proto"]
         if proto == "unix":
             name = row.get("peer_name")
@@ -244,6 +279,9 @@ def resolve_fd(fd: int, link: str | None, sockets: Mapping[int, dict]) -> dict:
         if row.get("state") == "LISTEN" or row.get("remote", "").endswith(":0"):
             return {"fd": fd, "kind": proto, "peer": None, "label": f"listen {row['local']}"
                     if row.get("state") == "LISTEN" else f"{proto} {row['local']}", "inode": detail}
+        if proto == "tcp" and port_of(row.get("local", "")) in listening:
+            return {"fd": fd, "kind": "inbound", "peer": None, "label": f"clients on :{port_of(row['local'])}",
+                    "inode": detail}
         return {"fd": fd, "kind": proto, "peer": row["remote"], "label": row["remote"], "inode": detail}
     if kind == "pipe":
         return {"fd": fd, "kind": "pipe", "peer": None, "label": "pipe", "inode": detail}

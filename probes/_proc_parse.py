@@ -34,10 +34,13 @@ def decode_proc_address(text: str, byteorder: str = sys.byteorder) -> tuple[str,
     return ip_from_bytes(raw), int(port_hex, 16)
 
 
-def parse_proc_net_tcp(text: str, inodes: set[int] | None = None, byteorder: str = sys.byteorder) -> list[dict]:
+def parse_proc_net_tcp(text: str, inodes: set[int] | None = None, byteorder: str = sys.byteorder,
+                       clock_ticks: int | None = None) -> list[dict]:
     """Rows of /proc/net/tcp or /proc/net/tcp6 (only those whose socket inode is
     in `inodes`, when given).  /proc/net/udp{,6} has the same layout (its state
-    1 is a connected socket, 7 an unconnected one).
+    1 is a connected socket, 7 an unconnected one).  With `clock_ticks` (USER_HZ),
+    rows whose socket has a timer running also say how long it has left
+    ("timer_left_s"; for TIME_WAIT, the rest of its 60 s).
 
     For a LISTEN socket the kernel puts the current accept-queue length
     (sk_ack_backlog) in rx_queue; its tx_queue is a send-queue figure that is 0
@@ -59,14 +62,18 @@ def parse_proc_net_tcp(text: str, inodes: set[int] | None = None, byteorder: str
             state = int(fields[3], 16)
             tx_queue, rx_queue = (int(v, 16) for v in fields[4].split(":"))
             uid = int(fields[7])
+            timer, when = (int(v, 16) for v in fields[5].split(":"))
         except ValueError:
             continue
-        rows.append({
+        row = {
             "local": format_endpoint(local_ip, local_port), "local_port": local_port,
             "remote": format_endpoint(remote_ip, remote_port),
             "state": TCP_STATES.get(state, str(state)),
             "tx_queue": tx_queue, "rx_queue": rx_queue, "uid": uid, "inode": inode,
-        })
+        }
+        if clock_ticks and timer:
+            row["timer_left_s"] = when / clock_ticks
+        rows.append(row)
     return rows
 
 

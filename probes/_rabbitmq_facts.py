@@ -36,6 +36,9 @@ def queue_facts(record: dict, obs: dict) -> dict[str, Any]:
         "ack_rate": num(rates.get("ack")),
         "dead_letter_growth": sum(dlq_growth) if dlq_growth else None,
         "findings": record.get("findings") or [],
+        # Consumer connections with heartbeats off on a queue that holds messages and moves none:
+        # dead or stuck, the broker cannot tell (consumers_unverifiable says how to recover).
+        "heartbeat_off_connections": len((record.get("consumers_unverifiable") or {}).get("connections") or []),
         "rabbitmq_api": (obs.get("broker") or {}).get("target"),
     }
 

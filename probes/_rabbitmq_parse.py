@@ -570,9 +570,15 @@ THROTTLED_STATES = ("blocked", "blocking", "flow")
 
 
 def connection_summary(connections: Iterable[Mapping[str, Any]], channels: Iterable[Mapping[str, Any]],
-                       top: int = 5, listed: int = 20) -> dict[str, Any]:
+                       top: int = 5, listed: int = 20, total: int | None = None,
+                       others: Iterable[Mapping[str, Any]] = ()) -> dict[str, Any]:
     """Connection states (blocked/blocking: alarm; flow: credit throttling), and
-    the top publishers: channels sorted by publish rate, summed per connection."""
+    the top publishers: channels sorted by publish rate, summed per connection.
+
+    `connections` may be the first rows of a listing sorted by state (all the
+    throttled ones, not every connection): `total` is then the broker's count
+    and `by_state` counts the rows read.  `others`: rows read one by one
+    (the top publishers' connections), used for their state and client only."""
     connections = list(connections)
     by_state: dict[str, int] = {}
     throttled = []
@@ -593,14 +599,15 @@ def connection_summary(connections: Iterable[Mapping[str, Any]], channels: Itera
                                            "peer": _peer(details.get("peer_host"), details.get("peer_port")),
                                            "publish_rate": 0.0})
         entry["publish_rate"] = round(entry["publish_rate"] + rate, 3)
-    by_name = {c.get("name"): c for c in connections}
+    by_name = {c.get("name"): c for c in [*others, *connections]}
     top_publishers = sorted(per_conn.values(), key=lambda e: -e["publish_rate"])[:top]
     for entry in top_publishers:
         conn = by_name.get(entry["connection"])
         if conn is not None:
             entry["state"] = conn.get("state")
             entry["client"] = _client(conn)
-    return {"total": len(connections), "by_state": dict(sorted(by_state.items())),
+    return {"total": len(connections) if total is None else total, "read": len(connections),
+            "by_state": dict(sorted(by_state.items())),
             "throttled": throttled[:listed], "throttled_count": len(throttled), "top_publishers": top_publishers}
 
 

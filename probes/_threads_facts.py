@@ -97,6 +97,11 @@ def kernel_facts(proc: dict) -> dict[str, Any]:
         "peer_requests": answers.get("requests"),
         "peer_rtt_ms": num(tcp.get("rtt_ms")),
         "peer_awaiting_share": num(tcp.get("awaiting_answer_share")),
+        # Where in the kernel the disk waits were (fsync, page faults, ...), most first.
+        "disk_wait_where": [a.get("target") for a in kernel.get("attribution") or []
+                            if a.get("kind") == "disk" and a.get("target")][:3],
+        "disk_wait_thread_share": max((num(a.get("max_thread_share")) or 0.0 for a in kernel.get("attribution") or []
+                                       if a.get("kind") == "disk"), default=None),
         "lock_never_woke_threads": len(kernel.get("lock_waits_never_woke") or []),
         "lock_never_woke": [f"{t.get('name')} ({t.get('tid')})" for t in kernel.get("lock_waits_never_woke") or []],
         "wait_summary": wait_summary(kernel),

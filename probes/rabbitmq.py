@@ -3,9 +3,14 @@ letters, node alarms and throttled connections.
 
 Two ways in:
 - the management API (http/https URL), read with GET only: one cheap pass over
-  every queue with explicit `columns=`, then small per-queue GETs for the
+  every queue (explicit `columns=`; on large brokers the rabbitmq_prometheus
+  plugin's endpoint or the API's totals, see _rabbitmq_listing), then small per-queue GETs for the
   queues that matter (named, deepest, fastest growing, nearly full, down),
-  sampled over the window for qdiag's own rates;
+  sampled over the window for qdiag's own rates; and, since the API's
+  counts trail the queues by up to one statistics interval, a passive
+  queue.declare over AMQP for each examined queue at the last sample, which
+  gives its ready count and consumer count as of now (_rabbitmq_counts says
+  when a depth is then settled);
 - AMQP (amqp/amqps URL), when no management API is reachable: a passive
   queue.declare per named queue gives the ready count and the consumer count.
   Passive declare never creates anything; basic.get is never used.
@@ -17,12 +22,17 @@ declare that could create, no consume, no ack.
 from __future__ import annotations
 
 from typing import Any, Mapping
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote
 
 from qdiag.context import DeadlineReached
 from qdiag.probe import NotApplicable, ProbeError, Option, register
+from . import _rabbitmq_amqp as amqp
+from . import _rabbitmq_consumers as rcn
+from . import _rabbitmq_counts as rc
 from . import _rabbitmq_facts
+from . import _rabbitmq_listing as rl
 from . import _rabbitmq_parse as rp
+from ._rabbitmq_api import ManagementApi, queue_path
 
 # The cheap pass over every queue: what depth, selection (deepest, growing,
 # nearly full by argument or policy, down) and the summary need; no rates.
@@ -47,11 +57,18 @@ CONSUMER_COLUMNS = "consumer_details"
 NODE_COLUMNS = ("name,running,mem_alarm,disk_free_alarm,mem_used,mem_limit,disk_free,disk_free_limit,"
                 "fd_used,fd_total,sockets_used,sockets_total,partitions")
 CONNECTION_COLUMNS = "name,state,user,vhost,peer_host,peer_port,client_properties,recv_oct_details.rate,connected_at"
+# Connections looked at one by one: with the heartbeat timeout (`timeout`, 0 = off).
+CONNECTION_DETAIL_COLUMNS = CONNECTION_COLUMNS + ",timeout"
+CONNECTION_PAGE_SIZE = 500
+CONNECTION_PAGES = 4  # pages of throttled connections read at most
+MAX_CONSUMER_CONNECTIONS = 20  # consumer connections of stuck queues looked at one by one
 CHANNEL_COLUMNS = "name,user,vhost,connection_details.name,connection_details.peer_host,connection_details.peer_port,message_stats.publish_details.rate"
-OVERVIEW_COLUMNS = "rabbitmq_version,management_version,cluster_name,rates_mode,disable_stats,object_totals,node"
+OVERVIEW_COLUMNS = ("rabbitmq_version,management_version,cluster_name,rates_mode,disable_stats,object_totals,node,"
+                    "listeners")
 
 DEFAULTS = {"top_n": 20, "samples": 3, "stats_interval_s": 5.0, "request_timeout_s": 10.0,
-            "redeliver_ratio_high": 0.5, "top_connections": 5, "max_examined": 100}
+            "redeliver_ratio_high": 0.5, "top_connections": 5, "max_examined": 100,
+            "exact_counts": True, "amqp_port": 0, "amqp_timeout_s": 3.0, "listing": "auto", "large_from_queues": 5000}
 
 
 OPTIONS = (
@@ -66,130 +83,24 @@ OPTIONS = (
     Option("top_connections", "int", DEFAULTS["top_connections"], "busiest publishing connections listed",
            low=1, high=1000),
     Option("max_examined", "int", DEFAULTS["max_examined"], "queues sampled one by one", low=1, high=100000),
+    Option("exact_counts", "bool", DEFAULTS["exact_counts"],
+           "read the examined queues' ready and consumer counts with a passive queue.declare over AMQP (the "
+           "management API's trail by up to one statistics interval); false leaves their depths unsettled"),
+    Option("amqp_port", "int", DEFAULTS["amqp_port"],
+           "AMQP port for the exact counts (0: the broker's listener from /api/overview)", low=0, high=65535),
+    Option("listing", "str", DEFAULTS["listing"],
+           "how every queue is listed once: auto (by the queue count), management (with statistics), totals "
+           "(disable_stats), prometheus (the rabbitmq_prometheus plugin, when the broker runs it)",
+           choices=rl.SOURCES),
+    Option("large_from_queues", "int", DEFAULTS["large_from_queues"],
+           "with listing = auto, the queue count from which the cheaper listing is used", low=1, high=10_000_000),
+    Option("amqp_timeout_s", "float", DEFAULTS["amqp_timeout_s"],
+           "seconds for one AMQP call (connect, handshake, one passive declare)", low=0.05, high=300),
 )
 
 
 def _options(ctx) -> dict[str, float]:
     return {key: ctx.options[key] for key in DEFAULTS}
-
-
-# ---------------------------------------------------------------- management API
-
-
-class ManagementApi:
-    """GET-only client of the management API.  Every call has a timeout within
-    the probe's deadline; every failure becomes one ProbeError line without
-    the password."""
-
-    def __init__(self, ctx, target, request_timeout_s: float):
-        import requests
-
-        self._requests = requests
-        self.ctx = ctx
-        self.target = target
-        self.request_timeout_s = request_timeout_s
-        parts = urlsplit(target.url)
-        host = f"[{target.host}]" if ":" in target.host else target.host
-        path = parts.path.rstrip("/")
-        if path.endswith("/api"):
-            path = path[: -len("/api")]
-        self.base = f"{target.scheme}://{host}:{target.port}{path}/api"
-        self.where = f"{target.host}:{target.port}"
-        self.session = requests.Session()
-        self.session.auth = (target.username, target.password)
-        self.session.headers["Accept"] = "application/json"
-        self.count = 0
-
-    def close(self) -> None:
-        self.session.close()
-
-    def get(self, path: str, params: Mapping[str, Any] | None = None, *, missing_ok: bool = False) -> Any:
-        """GET base+path; None on 404 when missing_ok."""
-        self.ctx.check_deadline()
-        timeout = self.ctx.io_timeout(self.request_timeout_s)
-        self.count += 1
-        req = self._requests
-        try:
-            resp = self.session.get(self.base + path, params=params, timeout=(timeout, timeout), allow_redirects=False)
-        except req.exceptions.SSLError as exc:
-            reason = _ssl_reason(exc)
-            if reason == "certificate not trusted":
-                raise ProbeError(f"the TLS certificate of {self.where} is not trusted (add its CA to the system "
-                                 f"trust store, or set REQUESTS_CA_BUNDLE)") from None
-            raise ProbeError(f"TLS handshake with {self.where} failed ({reason}): if that port is plaintext "
-                             f"use http:// instead of https://") from None
-        except req.exceptions.ConnectTimeout:
-            raise ProbeError(f"no TCP connection to the RabbitMQ management API at {self.where} within {timeout:.1f}s "
-                             f"(host down or port filtered?)") from None
-        except req.exceptions.ReadTimeout:
-            raise ProbeError(f"{self.where} accepted the connection but sent no answer within {timeout:.1f}s "
-                             f"(not the management port, or the broker is overloaded)") from None
-        except req.exceptions.ConnectionError as exc:
-            raise ProbeError(_connection_failure(exc, self.where)) from None
-        except req.exceptions.RequestException as exc:
-            raise ProbeError(f"GET {path} on {self.where} failed: {type(exc).__name__}") from None
-        if resp.status_code == 401:
-            raise ProbeError(f"wrong user or password for {self.where} (user '{self.target.username}'; "
-                             f"check the credentials in --rabbitmq)")
-        if resp.status_code == 403:
-            raise ProbeError(f"user '{self.target.username}' may not read {path} on {self.where} "
-                             f"(give it the 'monitoring' tag: rabbitmqctl set_user_tags)")
-        if resp.status_code == 404 and missing_ok:
-            return None
-        if resp.status_code == 404:
-            raise ProbeError(f"no RabbitMQ management API at {self.base.split('@')[-1]} ({path} not found: "
-                             f"wrong port or path prefix?)")
-        if resp.status_code >= 400 or resp.status_code in (301, 302, 303, 307, 308):
-            raise ProbeError(f"{self.where} answered HTTP {resp.status_code} to GET {path} "
-                             f"(is this the RabbitMQ management API?)")
-        try:
-            return resp.json()
-        except ValueError:
-            raise ProbeError(f"{self.where} answered GET {path} with something that is not JSON "
-                             f"(is this the RabbitMQ management API?)") from None
-
-
-def _ssl_reason(exc: BaseException) -> str:
-    text = str(exc)
-    for marker in ("WRONG_VERSION_NUMBER", "CERTIFICATE_VERIFY_FAILED", "UNEXPECTED_EOF", "HANDSHAKE_FAILURE"):
-        if marker in text:
-            return {"WRONG_VERSION_NUMBER": "the server did not speak TLS",
-                    "CERTIFICATE_VERIFY_FAILED": "certificate not trusted",
-                    "UNEXPECTED_EOF": "connection closed during the handshake",
-                    "HANDSHAKE_FAILURE": "handshake refused"}[marker]
-    return "TLS error"
-
-
-def _causes(exc: BaseException):
-    seen = set()
-    stack = [exc]
-    while stack:
-        e = stack.pop()
-        if e is None or id(e) in seen:
-            continue
-        seen.add(id(e))
-        yield e
-        stack.extend([e.__cause__, e.__context__, *[a for a in getattr(e, "args", ()) if isinstance(a, BaseException)]])
-        reason = getattr(e, "reason", None)
-        if isinstance(reason, BaseException):
-            stack.append(reason)
-
-
-def _connection_failure(exc: BaseException, where: str) -> str:
-    text = " ".join(str(e) for e in _causes(exc))
-    if any(isinstance(e, ConnectionRefusedError) for e in _causes(exc)) or "Connection refused" in text:
-        return (f"connection refused by {where} (RabbitMQ not running there, or the management plugin is off: "
-                f"rabbitmq-plugins enable rabbitmq_management)")
-    if any(isinstance(e, ConnectionResetError) for e in _causes(exc)) or "Connection aborted" in text:
-        return (f"{where} closed the connection on an HTTP request (an AMQP port? the management API "
-                f"listens on 15672 by default; for AMQP use amqp://)")
-    if "Name or service not known" in text or "getaddrinfo" in text or "Temporary failure in name resolution" in text:
-        return f"cannot resolve the host of {where} (check the name in --rabbitmq)"
-    return f"cannot reach the RabbitMQ management API at {where} (network error)"
-
-
-def _queue_path(vhost: str, name: str) -> str:
-    return f"/queues/{quote(vhost, safe='')}/{quote(name, safe='')}"
 
 
 # ---------------------------------------------------------------- sampling
@@ -201,10 +112,16 @@ class _Sampler:
 
     Each sample maps (vhost, queue) -> (seconds since the window opened, row)."""
 
-    def __init__(self, ctx, api: ManagementApi, opts: Mapping[str, float]):
+    def __init__(self, ctx, api: ManagementApi, opts: Mapping[str, float], read_exact=None):
         self.ctx = ctx
         self.api = api
         self.opts = opts
+        # keys -> {key: {"ready", "consumers"} or {"why"}}, called right after the last sample
+        self.read_exact = read_exact
+        self.exact: dict[tuple[str, str], dict] = {}
+        self.exact_unavailable: str | None = None  # why no exact counts are read at all
+        # How every queue is listed: {"source", "why", "endpoint" (prometheus)}; then "seconds", "leaves_out".
+        self.listing: dict[str, Any] = {"source": "management", "why": "default"}
         self.all_rows: list[dict] = []
         self.selected: dict[tuple[str, str], list[str]] = {}
         self.dead_letter: dict[tuple[str, str], dict] = {}
@@ -238,6 +155,11 @@ class _Sampler:
                 except DeadlineReached:
                     break
             samples.append(self._selected_rows(with_consumers=k == count - 1))
+            if k == 0 and self.listing["source"] == "prometheus":
+                # That listing has no arguments: dead-letter settings come from the first detail rows.
+                self._resolve_dead_letters({**{rp.key_of(r): r for r in self.all_rows}, **self.details})
+        if self.read_exact is not None and self.selected:
+            self.exact = self.read_exact(list(self.selected))
         return samples
 
     def _get_timed(self, path: str, params: Mapping[str, Any], **kw) -> tuple[float, Any]:
@@ -246,11 +168,50 @@ class _Sampler:
         body = self.api.get(path, params, **kw)
         return (began + self.ctx.clock()) / 2 - self.ctx.window_start, body
 
-    def _choose(self) -> None:
-        rows = self.api.get("/queues", {"columns": LIST_COLUMNS})
+    def _list_every_queue(self) -> list[dict]:
+        """Every queue once, from the source chosen for this broker's size
+        (_rabbitmq_listing); a Prometheus endpoint that fails falls back to
+        the management API's totals, and the listing says so."""
+        source = self.listing["source"]
+        began = self.ctx.clock()
+        if source == "prometheus":
+            try:
+                rows = self._prometheus_rows()
+            except ProbeError as exc:
+                self.listing.update(source="totals", why=f"the Prometheus endpoint failed ({exc}); totals instead")
+                source = "totals"
+        if source == "totals":
+            rows = self.api.get("/queues", {"disable_stats": "true", "enable_queue_totals": "true",
+                                            "columns": rl.TOTALS_COLUMNS})
+        elif source == "management":
+            rows = self.api.get("/queues", {"columns": LIST_COLUMNS})
         if not isinstance(rows, list):
             raise ProbeError(f"{self.api.where}: GET /queues did not return a list (not a RabbitMQ management API?)")
-        self.all_rows = [r for r in rows if isinstance(r, dict)]
+        self.listing["seconds"] = round(self.ctx.clock() - began, 3)
+        if source in rl.LEAVES_OUT:
+            self.listing["leaves_out"] = rl.LEAVES_OUT[source]
+        return [r for r in rows if isinstance(r, dict)]
+
+    def _prometheus_rows(self) -> list[dict]:
+        import requests
+
+        scheme, port = self.listing["endpoint"]
+        host = self.api.target.host
+        url = f"{scheme}://[{host}]:{port}" if ":" in host else f"{scheme}://{host}:{port}"
+        timeout = self.ctx.io_timeout(self.opts["request_timeout_s"])
+        self.api.count += 1
+        try:
+            # The endpoint needs no credentials: none are sent to it.
+            resp = requests.get(url + rl.PROMETHEUS_PATH, params=[("family", f) for f in rl.PROMETHEUS_FAMILIES],
+                                timeout=(timeout, timeout), allow_redirects=False)
+        except requests.exceptions.RequestException as exc:
+            raise ProbeError(f"{type(exc).__name__} from port {port}") from None
+        if resp.status_code != 200:
+            raise ProbeError(f"HTTP {resp.status_code} from port {port}")
+        return rl.parse_prometheus(resp.text.splitlines())
+
+    def _choose(self) -> None:
+        self.all_rows = self._list_every_queue()
         self.ctx.partial["queue_summary"] = _summary(self.all_rows, None)
         patterns = self.ctx.targets.queues
         chosen = rp.select(self.all_rows, patterns, int(self.opts["top_n"]))
@@ -259,7 +220,8 @@ class _Sampler:
             self.truncated = len(chosen) - cap
             chosen = dict(list(chosen.items())[:cap])
         self.selected = chosen
-        self._resolve_dead_letters({rp.key_of(r): r for r in self.all_rows})
+        if self.listing["source"] != "prometheus":
+            self._resolve_dead_letters({rp.key_of(r): r for r in self.all_rows})
 
     def _resolve_dead_letters(self, by_key: Mapping[tuple[str, str], dict]) -> None:
         """For each selected queue with a dead-letter exchange, find the queues it
@@ -295,7 +257,7 @@ class _Sampler:
         columns = DETAIL_COLUMNS + ("," + CONSUMER_COLUMNS if with_consumers else "")
         out = {}
         for key in self.selected:
-            when, row = self._get_timed(_queue_path(*key), {"columns": columns}, missing_ok=True)
+            when, row = self._get_timed(queue_path(*key), {"columns": columns}, missing_ok=True)
             if row == []:
                 # A queue younger than one statistics interval: the API has no
                 # figures for it yet and answers an empty list.
@@ -334,8 +296,21 @@ def _management(ctx, api: ManagementApi, opts) -> dict:
     ctx.partial["broker"] = broker
     notes.append(f"management statistics refresh every {opts['stats_interval_s']:g}s (collect_statistics_interval, "
                  f"set with [probes.rabbitmq] stats_interval_s): depths can lag rabbitmqctl by that much")
+    read_exact, broker["exact_counts"] = _exact_reader(ctx, api.target, overview.get("listeners"), opts)
+    if read_exact is None:
+        notes.append(f"no exact counts: {broker['exact_counts']['why']}; depths are the management statistics "
+                     f"and marked depth_settled false")
 
-    sampler = _Sampler(ctx, api, opts)
+    sampler = _Sampler(ctx, api, opts, read_exact)
+    sampler.exact_unavailable = broker["exact_counts"].get("why")
+    endpoint = rl.prometheus_listener(overview.get("listeners"))
+    source, why = rl.choose(opts["listing"], (overview.get("object_totals") or {}).get("queues"),
+                            int(opts["large_from_queues"]), endpoint)
+    if source == "prometheus" and endpoint is None:
+        raise ProbeError(f"[probes.rabbitmq] listing = prometheus, but {api.where} lists no rabbitmq_prometheus "
+                         f"listener (rabbitmq-plugins enable rabbitmq_prometheus, or listing = auto)")
+    sampler.listing = {"source": source, "why": why, "endpoint": endpoint}
+    broker["listing"] = sampler.listing
     samples = sampler.run()
 
     rows = sampler.all_rows
@@ -346,6 +321,9 @@ def _management(ctx, api: ManagementApi, opts) -> dict:
     summary = _summary(rows, len(sampler.selected))
     ctx.partial["queue_summary"] = summary
 
+    if sampler.listing.get("leaves_out"):
+        notes.append(f"every queue was listed from {sampler.listing['source']} ({sampler.listing['why']}): "
+                     f"{sampler.listing['leaves_out']}")
     if sampler.truncated:
         notes.append(f"{sampler.truncated} more queue(s) matched the selection; only the first "
                      f"{int(opts['max_examined'])} were examined ([probes.rabbitmq] max_examined)")
@@ -357,16 +335,25 @@ def _management(ctx, api: ManagementApi, opts) -> dict:
     nodes_raw = api.get("/nodes", {"columns": NODE_COLUMNS})
     nodes, node_problems = rp.node_health(nodes_raw if isinstance(nodes_raw, list) else [])
     ctx.partial["nodes"] = nodes
-    connections = api.get("/connections", {"columns": CONNECTION_COLUMNS})
+    connections, total, complete = _throttled_connections(api)
     channels = api.get("/channels", {"columns": CHANNEL_COLUMNS, "pagination": "true", "page": 1,
                                      "page_size": int(opts["top_connections"]) * 4,
                                      "sort": "message_stats.publish_details.rate", "sort_reverse": "true"})
     channel_items = channels.get("items", []) if isinstance(channels, dict) else []
-    conns = rp.connection_summary(connections if isinstance(connections, list) else [], channel_items,
-                                  top=int(opts["top_connections"]))
-    ages = rp.connection_ages(connections if isinstance(connections, list) else [], ctx.wall_clock() * 1000)
+    top = int(opts["top_connections"])
+    conns = rp.connection_summary(connections, channel_items, top=top, total=total)
+    # One by one: the top publishers' connections, and those of consumers that hold messages and move none.
+    wanted = [e["connection"] for e in conns["top_publishers"] if "state" not in e]
+    wanted += [n for n in rcn.stuck_connection_names(records, MAX_CONSUMER_CONNECTIONS) if n not in wanted]
+    looked_up = _connection_rows(api, wanted)
+    conns = rp.connection_summary(connections, channel_items, top=top, total=total, others=looked_up.values())
+    if not complete:
+        notes.append(f"more than {CONNECTION_PAGES * CONNECTION_PAGE_SIZE} connections are blocked, blocking, "
+                     f"closing or in flow control; only the first {len(connections)} (by state) were read")
+    ages = rp.connection_ages([*connections, *looked_up.values()], ctx.wall_clock() * 1000)
     for rec in records:
         rp.discount_young_consumers(rec, ages, opts["stats_interval_s"])
+        rcn.heartbeat_findings(rec, looked_up)
     problems = list(node_problems)
     if conns["throttled_count"]:
         problems.append(f"{conns['throttled_count']} connection(s) blocked or in flow control "
@@ -383,11 +370,62 @@ def _management(ctx, api: ManagementApi, opts) -> dict:
         "nodes": nodes,
         "connections": conns,
         "consumers": _local_consumers(sampler.details),
-        "missing_queues": missing,
+        "not_found": [{"kind": "queue", "name": p} for p in missing],
         "problems": problems,
         "notes": notes,
         "api_requests": api.count,
     }
+
+
+def _throttled_connections(api: ManagementApi) -> tuple[list[dict], int | None, bool]:
+    """(connection rows read, the broker's connection count, whether every
+    throttled one was read).  Paginated and sorted by state, so the blocked,
+    blocking and flow connections come first and 50,000 connections are never
+    one reply; reading stops at the first page past those states."""
+    rows: list[dict] = []
+    total = None
+    for page in range(1, CONNECTION_PAGES + 1):
+        body = api.get("/connections", {"columns": CONNECTION_COLUMNS, "pagination": "true", "page": page,
+                                        "page_size": CONNECTION_PAGE_SIZE, "sort": "state"})
+        if not isinstance(body, dict):
+            break
+        items = [r for r in body.get("items") or [] if isinstance(r, dict)]
+        rows += items
+        total = body.get("total_count") if isinstance(body.get("total_count"), int) else total
+        if rcn.throttled_pages_done(items) or page >= (body.get("page_count") or 0):
+            return rows, total, True
+    return rows, total, False
+
+
+def _connection_rows(api: ManagementApi, names: list[str]) -> dict[str, dict]:
+    out = {}
+    for name in names:
+        row = api.get(f"/connections/{quote(name, safe='')}", {"columns": CONNECTION_DETAIL_COLUMNS}, missing_ok=True)
+        if isinstance(row, dict):
+            out[name] = row
+    return out
+
+
+def _exact_reader(ctx, target, listeners, opts):
+    """(keys -> exact counts, or None; what the snapshot says about it).
+
+    The AMQP connection uses the management target's host and credentials, the
+    port of the broker's AMQP listener, and TLS when the management URL has it."""
+    if not opts["exact_counts"]:
+        return None, {"read": False, "why": "[probes.rabbitmq] exact_counts = false"}
+    port, tls, how = rc.amqp_endpoint(listeners, target.scheme, int(opts["amqp_port"]))
+    if port is None:
+        return None, {"read": False, "why": how}
+
+    def connect(vhost):
+        return amqp.PassiveClient(target.host, port, username=target.username, password=target.password,
+                                  vhost=vhost, tls=tls, timeout=lambda: ctx.io_timeout(opts["amqp_timeout_s"]))
+
+    def read(keys):
+        return amqp.read_counts(rc.vhosts_in_order(keys), connect=connect, time_left=ctx.remaining,
+                                refused=rc.exact_reason)
+
+    return read, {"read": True, "port": port, "tls": tls, "port_from": how}
 
 
 def _summary(rows: list[dict], examined: int | None) -> dict[str, Any]:
@@ -396,10 +434,14 @@ def _summary(rows: list[dict], examined: int | None) -> dict[str, Any]:
         return sum(values) if values else None
 
     down = [{"name": rp.display_name(*rp.key_of(r)), "state": r.get("state")} for r in rows if r.get("state") in rp.BAD_STATES]
-    no_consumers = sum(1 for r in rows if r.get("consumers") == 0 and (r.get("messages_ready") or 0) > 0)
+    # A listing without consumer counts (totals) does not say how many backlogs have none.
+    no_consumers = (sum(1 for r in rows if r.get("consumers") == 0 and (r.get("messages_ready") or 0) > 0)
+                    if any("consumers" in r for r in rows) else None)
+    has_state = any("state" in r for r in rows)  # the Prometheus listing has no queue state
     return {"queues": len(rows), "examined": examined, "messages": total("messages"),
             "messages_ready": total("messages_ready"), "messages_unacknowledged": total("messages_unacknowledged"),
-            "backlog_without_consumers": no_consumers, "not_running": down[:50], "not_running_count": len(down)}
+            "backlog_without_consumers": no_consumers, "not_running": down[:50] if has_state else None,
+            "not_running_count": len(down) if has_state else None}
 
 
 def _record(key, why, samples, sampler: _Sampler, opts, stats_enabled: bool) -> dict[str, Any]:
@@ -407,10 +449,16 @@ def _record(key, why, samples, sampler: _Sampler, opts, stats_enabled: bool) -> 
     series = [snap[key] for snap in samples if key in snap]
     rows = [r for _, r in series]
     detailed = key in sampler.details
-    row = sampler.details.get(key) or rows[-1]
+    api_row = sampler.details.get(key) or rows[-1]
     counter_series = [(t, rp.counters(r)) for t, r in series]
     measured = rp.measured_rates(counter_series, opts["stats_interval_s"], stats_enabled)
     delta, delta_window = rp.depth_delta([(t, r.get("messages")) for t, r in series])
+    exact = sampler.exact.get(key) or {}
+    counts = rc.settle(api_row, exact if "ready" in exact else None,
+                       exact.get("why") or sampler.exact_unavailable or "not read", opts["stats_interval_s"])
+    # The figures of now (exact where read) drive fill, status and findings.
+    row = {**api_row, "messages_ready": counts["messages_ready"], "consumers": counts["consumers"],
+           "messages_unacknowledged": counts["messages_unacknowledged"], "messages": counts["depth"]}
     lim = rp.limits(row)
     fill_info = rp.fill(row, lim)
     broker = rp.broker_rates(row, requested=detailed and stats_enabled)
@@ -430,7 +478,12 @@ def _record(key, why, samples, sampler: _Sampler, opts, stats_enabled: bool) -> 
     record = {
         "system": "rabbitmq", "name": rp.display_name(vhost, name), "group": None,
         "vhost": vhost, "queue": name, "type": row.get("type"), "state": row.get("state"),
-        "depth": row.get("messages"),
+        "depth": row.get("messages"), "depth_settled": counts["depth_settled"],
+        "depth_settled_why": counts["depth_settled_why"], "depth_bounds": counts["depth_bounds"],
+        "counts_source": counts["counts_source"], "statistics": counts["statistics"],
+        # `<field>_settled`: qdiag check judges a figure that is not of now on what is known of it.
+        "consumers_settled": counts["counts_settled"], "consumers_settled_why": counts["counts_settled_why"],
+        "fill_ratio_settled": counts["counts_settled"], "fill_ratio_settled_why": counts["counts_settled_why"],
         "messages_ready": row.get("messages_ready"), "messages_unacknowledged": row.get("messages_unacknowledged"),
         "message_bytes": row.get("message_bytes"), "message_bytes_ready": row.get("message_bytes_ready"),
         "rate_in": derived["rate_in"], "rate_out": derived["rate_out"], "rate_source": derived["rate_source"],
@@ -449,7 +502,7 @@ def _record(key, why, samples, sampler: _Sampler, opts, stats_enabled: bool) -> 
         "sample_times_s": [round(t, 3) for t, _ in series],
         "depth_trend": rp.trend(delta, delta_window, opts["stats_interval_s"]),
         "stats_behind": rp.stats_behind(counter_series[-1][1] if counter_series else None,
-                                        row.get("messages_unacknowledged")),
+                                        api_row.get("messages_unacknowledged")),
         "rates_measured": measured["rates"], "rates_measured_window_s": measured["window_s"],
         "rates_measured_reason": measured["reason"],
         "rates_broker": broker, "depth_rate_broker": rp.broker_depth_rate(row),
@@ -514,45 +567,6 @@ def _norm_key(host, port, found: Mapping[tuple[str, int], int]):
 # ---------------------------------------------------------------- AMQP fallback
 
 
-def _amqp_parameters(target, timeout: float):
-    import pika
-
-    params = pika.ConnectionParameters(
-        host=target.host, port=target.port, virtual_host=target.vhost or "/",
-        credentials=pika.PlainCredentials(target.username, target.password),
-        connection_attempts=1, retry_delay=0, socket_timeout=timeout, stack_timeout=timeout,
-        blocked_connection_timeout=timeout, client_properties={"connection_name": "qdiag (read-only probe)"},
-    )
-    if target.scheme == "amqps":
-        import ssl
-
-        params.ssl_options = pika.SSLOptions(ssl.create_default_context(), target.host)
-    return params
-
-
-def _amqp_failure(exc: BaseException, target) -> str:
-    import pika.exceptions as pe
-
-    where = f"{target.host}:{target.port}"
-    text = " ".join(str(e) for e in _causes(exc)) + " " + repr(exc)
-    if isinstance(exc, pe.ProbableAuthenticationError):
-        return f"wrong user or password for {where} (user '{target.username}'; check the credentials in --rabbitmq)"
-    if isinstance(exc, pe.ProbableAccessDeniedError) or "NOT_ALLOWED" in text:
-        return f"vhost '{target.vhost}' does not exist on {where} or user '{target.username}' may not use it"
-    if "CERTIFICATE_VERIFY_FAILED" in text:
-        return f"the TLS certificate of {where} is not trusted (add its CA to the system trust store)"
-    if "SSL" in type(exc).__name__ or "WRONG_VERSION_NUMBER" in text:
-        return f"TLS handshake with {where} failed: if that port is plaintext use amqp:// instead of amqps://"
-    if "ConnectionRefusedError" in text or "Connection refused" in text:
-        return f"connection refused by {where} (RabbitMQ not running there, or a different AMQP port?)"
-    if "StackTimeout" in type(exc).__name__ or "Timeout" in text or "timed out" in text:
-        return (f"{where} accepted the connection but did not complete the AMQP handshake in time "
-                f"(not an AMQP port, or the broker is overloaded)")
-    if "Name or service not known" in text or "gaierror" in text:
-        return f"cannot resolve the host of {where} (check the name in --rabbitmq)"
-    return f"cannot open an AMQP connection to {where} ({type(exc).__name__})"
-
-
 def _collect_amqp(ctx, target, opts) -> dict:
     names = list(ctx.targets.queues)
     if not names:
@@ -567,62 +581,42 @@ def _collect_amqp(ctx, target, opts) -> dict:
     if not exact:
         raise NotApplicable("only glob patterns were given and an amqp:// URL cannot list queues: "
                             "use the management API (http://HOST:15672)")
-    import logging
-
-    import pika
-    import pika.exceptions as pe
-
-    if not ctx.settings.debug:
-        # pika logs each failure (and every 404 of a passive declare) as a
-        # warning or error; this probe reports them itself, once, as one line.
-        logging.getLogger("pika").setLevel(logging.CRITICAL)
     vhost = target.vhost or "/"
-    where = f"{target.host}:{target.port}"
+    client = amqp.PassiveClient(target.host, target.port, username=target.username, password=target.password,
+                                vhost=vhost, tls=target.scheme == "amqps",
+                                timeout=lambda: ctx.io_timeout(opts["amqp_timeout_s"]))
+    where = client.where
     try:
-        conn = pika.BlockingConnection(_amqp_parameters(target, ctx.io_timeout(opts["request_timeout_s"])))
-    except Exception as exc:  # pika raises unrelated types for each failure; every one is one line here
-        raise ProbeError(_amqp_failure(exc, target)) from None
-    state = {"channel": None, "missing": set()}
+        client.open()
+    except amqp.AmqpFailure as exc:
+        raise ProbeError(str(exc)) from None
+    missing: set[str] = set()
 
     def declare(name):
-        # A passive declare of a missing queue closes the channel: open a new one per failure.
-        if state["channel"] is None or not state["channel"].is_open:
-            state["channel"] = conn.channel()
-        try:
-            ok = state["channel"].queue_declare(queue=name, passive=True)
-        except pe.ChannelClosedByBroker as exc:
-            if exc.reply_code == 404:
-                state["missing"].add(name)
-                return None
-            raise ProbeError(f"passive declare of queue '{name}' on {where} refused: {exc.reply_text}") from None
-        return {"messages_ready": ok.method.message_count, "consumers": ok.method.consumer_count}
+        got = client.declare(name)
+        if got.code == amqp.NOT_FOUND:
+            missing.add(name)
+        elif got.ready is None:
+            raise ProbeError(f"passive declare of queue '{name}' on {where} refused: {got.code} {got.text}")
+        return {"messages_ready": got.ready, "consumers": got.consumers} if got.ready is not None else None
 
     def take():
         ctx.check_deadline()
-        return {name: declare(name) for name in exact if name not in state["missing"]}
+        return {name: declare(name) for name in exact if name not in missing}
 
     try:
         samples = ctx.sample(take, count=int(opts["samples"]))
-    except (pe.AMQPError, OSError) as exc:
-        raise ProbeError(f"AMQP connection to {where} failed while sampling ({type(exc).__name__})") from None
+    except amqp.AmqpFailure as exc:
+        raise ProbeError(f"{exc} (while sampling)") from None
     finally:
-        try:
-            conn.close()
-        except Exception:  # closing a broken connection: nothing left to do
-            pass
+        client.close()
     if not samples:
         raise ProbeError(f"no passive declare of the named queues on {where} finished before the deadline")
-    missing = sorted(state["missing"])
-    for name in missing:
+    for name in sorted(missing):
         notes.append(f"queue '{name}' does not exist in vhost '{vhost}' on {where}")
-    if missing and len(missing) == len(exact):
-        listed = ", ".join(f"'{m}'" for m in missing)
-        verb = "does" if len(missing) == 1 else "do"
-        raise ProbeError(f"queue{'s' if len(missing) > 1 else ''} {listed} {verb} not exist in vhost '{vhost}' on "
-                         f"{where} (check the name and the vhost in the URL)")
     records = []
     for name in exact:
-        if name in state["missing"]:
+        if name in missing:
             continue
         series = [(t, snap.get(name)) for t, snap in samples]
         latest = next((s for _, s in reversed(series) if s is not None), None)
@@ -639,17 +633,22 @@ def _collect_amqp(ctx, target, opts) -> dict:
         records.append({
             "system": "rabbitmq", "name": rp.display_name(vhost, name), "group": None, "vhost": vhost, "queue": name,
             "depth": latest["messages_ready"], "depth_kind": "ready only",
+            # Exact for what it counts: the queue process answered the passive declare.
+            "depth_settled": True, "depth_settled_why": None,
+            "depth_bounds": [latest["messages_ready"], latest["messages_ready"] if latest["consumers"] == 0 else None],
+            "counts_source": "passive queue.declare",
             "messages_ready": latest["messages_ready"], "messages_unacknowledged": None,
             "rate_in": None, "rate_out": None, "rate_source": None,
             "net_growth_per_s": growth, "net_growth_source": "ready count change over the window" if growth is not None else None,
             "depth_change": change, "depth_window_s": window,
+            "depth_samples": [s["messages_ready"] if s else None for _, s in series],
             "consumers": latest["consumers"], "fill_ratio": None, "status": status, "findings":
                 ["no-consumers"] if status == "no-consumers" else [],
             "samples": sum(1 for _, s in series if s is not None),
         })
     records.sort(key=rp.severity)
     return {"broker": {"target": target.label(), "mode": "amqp", "vhost": vhost}, "queues": records,
-            "missing_queues": missing, "notes": notes, "consumers": []}
+            "not_found": [{"kind": "queue", "name": n} for n in sorted(missing)], "notes": notes, "consumers": []}
 
 
 # ---------------------------------------------------------------- entry points

@@ -7,6 +7,8 @@ against fake streams, which is how the tests run it."""
 
 from __future__ import annotations
 
+import functools
+import inspect
 import logging
 import os
 import sys
@@ -19,6 +21,7 @@ import typer
 from typer.core import TyperCommand, TyperGroup
 
 from qdiag import __version__
+from qdiag.brokers import BROKERS, Broker, broker_flags
 from qdiag.environment import Environment
 from qdiag.errors import debug_traceback, exit_status
 from qdiag.exit_codes import ExitCode
@@ -49,17 +52,34 @@ class _Group(TyperGroup):
 
 CONTEXT = {"help_option_names": ["-h", "--help"]}
 
+def _examples(*lines: str) -> str:
+    """An epilog of example command lines (typer keeps single line breaks in rich mode)."""
+    return "Examples:\n" + "\n".join(f"  $ {line}" for line in lines)
+
+
+def _env_name(broker: Broker) -> str:
+    return f"QDIAG_{broker.name.upper()}"
+
+
+def _broker_examples(command: str, rest: str) -> list[str]:
+    """One example per registered broker: its flag, or, when its URL carries a password, its
+    variable set from a secret (a password on the command line ends up in shell history,
+    process listings and CI logs)."""
+    return [f'{_env_name(b)}="${b.name.upper()}_URL" qdiag {command} {rest}' if "@" in b.example
+            else f"qdiag {command} {b.flag} {b.example} {rest}" for b in BROKERS.values()]
+
+
 app = typer.Typer(
     name="qdiag",
     cls=_Group,
-    help="Find out why a queue is backing up: Kafka lag, RabbitMQ depth, Redis streams and job lists, "
-         "the consumers, their host and their dependencies, ranked into possible root causes.",
-    epilog="Examples:\n"
-           "  $ qdiag investigate\n"
-           "  $ qdiag investigate --rabbitmq http://user:pass@mq:15672 --queue orders\n"
-           "  $ qdiag snapshot -o incident.json.gz\n"
-           "  $ qdiag report incident.json.gz\n\n"
-           "Settings also come from QDIAG_* environment variables and qdiag.toml (see each command's --help). "
+    help="Find out why a queue is backing up: queue depth and consumer lag on the brokers, the consumers, "
+         "where their threads wait, their host and their dependencies, ranked into possible root causes.",
+    epilog=_examples("qdiag investigate", *_broker_examples("investigate", "--queue orders")[:2],
+                     "qdiag snapshot -o incident.json.gz", "qdiag report incident.json.gz",
+                     "qdiag explain consumer-stuck")
+           + f"\n\nBrokers: {broker_flags()}, or "
+           + ", ".join(_env_name(b) for b in BROKERS.values())
+           + ". Settings also come from QDIAG_* environment variables and qdiag.toml (see each command's --help). "
            "Colour follows NO_COLOR and FORCE_COLOR. Exit codes: 0 when the output was produced, 3 on a "
            "usage, configuration or probing error; check: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN.",
     no_args_is_help=True,
@@ -103,18 +123,46 @@ class Verdict(str, Enum):
 # that --help lists it; the value itself is read by config.py, which owns the
 # precedence (flag > variable > config file) and the comma-separated lists.
 T, R, O, D = "Targets", "Run", "Output", "Diagnosis"
-Kafka = Annotated[Optional[str], typer.Option("--kafka", metavar="HOST:PORT[,...]", envvar="QDIAG_KAFKA", rich_help_panel=T,
-                                              help="Kafka bootstrap servers.")]
-Rabbit = Annotated[Optional[str], typer.Option("--rabbitmq", metavar="URL", envvar="QDIAG_RABBITMQ", rich_help_panel=T,
-                                               help="RabbitMQ management API http(s)://user:pass@host:15672, "
-                                                    "or amqp(s)://user:pass@host:5672/vhost.")]
-Redis = Annotated[Optional[str], typer.Option("--redis", metavar="URL", envvar="QDIAG_REDIS", rich_help_panel=T,
-                                              help="Redis redis://\\[user:pass@]host:6379/db (rediss:// for TLS).")]
+
+
+def _broker_parameter(broker: Broker) -> inspect.Parameter:
+    """The option of one registered broker (--kafka, --rabbitmq, ...), from its registry row."""
+    from rich.markup import escape
+
+    metavar = "URL" if "://" in broker.example else "HOST:PORT"
+    option = typer.Option(broker.flag, metavar=metavar, envvar=_env_name(broker), rich_help_panel=T,
+                          help=escape(f"{broker.help} E.g. {broker.example}"))
+    return inspect.Parameter(broker.name.replace("-", "_"), inspect.Parameter.POSITIONAL_OR_KEYWORD, default=None,
+                             annotation=Annotated[Optional[str], option])
+
+
+def _with_broker_options(command):
+    """Give a probing command one option per registered broker.  typer reads a command's options
+    from its signature, so the signature is generated here: the command itself takes them as one
+    `brokers` dict {name: value or None}, and a broker added to qdiag/brokers.py gets its flag
+    without touching this module."""
+    signature = inspect.signature(command, eval_str=True)
+    params = list(signature.parameters.values())
+    own = [p for p in params if p.name != "brokers"]
+    names = {b.name.replace("-", "_"): b.name for b in BROKERS.values()}
+
+    @functools.wraps(command)
+    def with_brokers(*args, **kwargs):
+        return command(*args, brokers={name: kwargs.pop(param, None) for param, name in names.items()}, **kwargs)
+
+    with_brokers.__signature__ = signature.replace(
+        parameters=[own[0], *(_broker_parameter(b) for b in BROKERS.values()), *own[1:]])
+    return with_brokers
+
+
+_GLOBS = [b.flag for b in BROKERS.values() if b.takes_globs]
+_GLOB_HELP = ("; globs allowed" if len(_GLOBS) == len(BROKERS)
+              else f"; globs allowed for {', '.join(_GLOBS)}" if _GLOBS else "")
 Queues = Annotated[Optional[List[str]], typer.Option("--queue", metavar="NAME", envvar="QDIAG_QUEUES", rich_help_panel=T,
-                                                     help="Focus on this topic, queue, stream or list; RabbitMQ and "
-                                                          "Redis take globs (repeatable).")]
+                                                     help=f"Focus on this topic, queue, stream or list{_GLOB_HELP} "
+                                                          "(repeatable).")]
 Groups = Annotated[Optional[List[str]], typer.Option("--group", metavar="NAME", envvar="QDIAG_GROUPS", rich_help_panel=T,
-                                                     help="Kafka consumer group or Redis stream group (repeatable).")]
+                                                     help="Consumer group of a topic or stream (repeatable).")]
 # A process id is checked by config.py (one message for flag, variable and file).
 Pids = Annotated[Optional[List[str]], typer.Option("--pid", metavar="PID", envvar="QDIAG_PIDS", rich_help_panel=T,
                                                    help="Consumer process id (repeatable).")]
@@ -124,7 +172,8 @@ Processes = Annotated[Optional[List[str]], typer.Option("--process", metavar="RE
 Dependencies = Annotated[Optional[List[str]], typer.Option("--dependency", metavar="URL", envvar="QDIAG_DEPENDENCIES",
                                                            rich_help_panel=T,
                                                            help="Downstream endpoint: http(s)://, tcp://host:port, "
-                                                                "postgres://, mysql://, redis://, amqp:// (repeatable).")]
+                                                                "or a database, cache or broker URL (postgres://, "
+                                                                "mysql://, ...) (repeatable).")]
 Logs = Annotated[Optional[List[str]], typer.Option("--log", metavar="GLOB", envvar="QDIAG_LOGS", rich_help_panel=T,
                                                    help="Log files to scan for overflow and rejection messages "
                                                         "(repeatable).")]
@@ -140,9 +189,11 @@ OnlyProbes = Annotated[Optional[List[str]], typer.Option("--probe", metavar="NAM
                                                          help="Run only this probe (repeatable); see 'qdiag probes'.")]
 SkipProbes = Annotated[Optional[List[str]], typer.Option("--no-probe", metavar="NAME", rich_help_panel=R,
                                                          help="Do not run this probe (repeatable).")]
-NoAuto = Annotated[bool, typer.Option("--no-auto-detect", rich_help_panel=R,
-                                      help="Do not look for brokers on this host's default ports "
-                                           "(or QDIAG_AUTO_DETECT=false).")]
+AutoDetect = Annotated[Optional[bool], typer.Option("--auto-detect/--no-auto-detect", envvar="QDIAG_AUTO_DETECT",
+                                                    rich_help_panel=R,
+                                                    help="Look for brokers on this host's default ports even when a "
+                                                         "broker is named (by default only when none is); "
+                                                         "--no-auto-detect never looks.")]
 Config = Annotated[Optional[str], typer.Option("--config", metavar="FILE", envvar="QDIAG_CONFIG", rich_help_panel=R,
                                                help="Config file (default ./qdiag.toml, else "
                                                     "~/.config/qdiag/qdiag.toml).")]
@@ -162,24 +213,26 @@ Baseline = Annotated[Optional[str], typer.Option("--baseline", metavar="SNAPSHOT
                                                  help="A snapshot from normal times, to compare rates against.")]
 
 
-# Parameter names of the probing commands -> settings keys (qdiag/config.py).
-_PROBE_FLAGS = {"kafka": "kafka", "rabbitmq": "rabbitmq", "redis": "redis", "queue": "queues", "group": "groups",
-                "pid": "pids", "process": "processes", "dependency": "dependencies", "log": "logs",
-                "window": "window", "timeout": "timeout", "probe_timeout": "probe_timeout", "probe": "only_probes",
-                "no_probe": "skip_probes", "config": "config", "debug": "debug"}
+# Parameter names of the probing commands -> settings keys (qdiag/config.py); the
+# brokers' come from the registry (their settings key is their name).
+_PROBE_FLAGS = {"queue": "queues", "group": "groups", "pid": "pids", "process": "processes",
+                "dependency": "dependencies", "log": "logs", "window": "window", "timeout": "timeout",
+                "probe_timeout": "probe_timeout", "probe": "only_probes", "no_probe": "skip_probes",
+                "config": "config", "debug": "debug", "auto_detect": "auto_detect"}
 
 
 def _settings(ctx: typer.Context, params: dict):
-    """Settings from a probing command's parameters (its locals())."""
+    """Settings from a probing command's parameters (its locals(): the brokers' values in `brokers`)."""
     from qdiag import config
 
     run = _invocation(ctx)
     if params.get("debug"):
         _enable_debug(run)
+    values = {**params, **{name.replace("-", "_"): value for name, value in params["brokers"].items()}}
+    names = {**_PROBE_FLAGS, **{name.replace("-", "_"): name for name in BROKERS}}
     # A value click took from a QDIAG_* variable is dropped here: config.py reads the
     # same variable itself, with its own list syntax and precedence.
-    flags = {key: None if _from_environment(ctx, name) else params[name] for name, key in _PROBE_FLAGS.items()}
-    flags["auto_detect"] = False if params.get("no_auto_detect") else None
+    flags = {key: None if _from_environment(ctx, name) else values[name] for name, key in names.items()}
     return config.resolve(flags, env=run.env.vars, cwd=run.env.working_dir)
 
 
@@ -217,11 +270,6 @@ class _RedactingFilter(logging.Filter):
         return True
 
 
-def _examples(*lines: str) -> str:
-    """An epilog of example command lines (typer keeps single line breaks in rich mode)."""
-    return "Examples:\n" + "\n".join(f"  $ {line}" for line in lines)
-
-
 @app.callback(invoke_without_command=True)
 def _root(
     ctx: typer.Context,
@@ -247,17 +295,17 @@ def _presentation(ctx: typer.Context, ascii_only: bool, no_pager: bool) -> Envir
 
 @app.command(cls=_Command, epilog=_examples(
     "qdiag investigate",
-    "qdiag investigate --rabbitmq http://user:pass@mq:15672 --queue orders",
-    "qdiag investigate --kafka kafka-1:9092 --group billing --window 10",
-    "QDIAG_REDIS=redis://cache:6379/0 qdiag investigate --queue 'jobs:*'",
+    *_broker_examples("investigate", "--queue 'orders*'"),
+    "qdiag investigate --group billing --window 10",
     "qdiag investigate --pid 4242 -f markdown -o report.md",
     "qdiag investigate --snapshot incident.json.gz --baseline normal.json.gz"))
+@_with_broker_options
 def investigate(
     ctx: typer.Context,
-    kafka: Kafka = None, rabbitmq: Rabbit = None, redis: Redis = None, queue: Queues = None, group: Groups = None,
+    brokers: dict, queue: Queues = None, group: Groups = None,
     pid: Pids = None, process: Processes = None, dependency: Dependencies = None, log: Logs = None,
     window: Window = None, timeout: Timeout = None, probe_timeout: ProbeTimeout = None, probe: OnlyProbes = None,
-    no_probe: SkipProbes = None, no_auto_detect: NoAuto = False, config: Config = None, debug: Debug = False,
+    no_probe: SkipProbes = None, auto_detect: AutoDetect = None, config: Config = None, debug: Debug = False,
     format: Format = ReportFormat.text, output: Output = None, ascii_only: Ascii = False, no_pager: NoPager = False,
     playbook: Playbooks = None, baseline: Baseline = None,
     save: Annotated[Optional[str], typer.Option("--snapshot", metavar="FILE", rich_help_panel=O,
@@ -276,12 +324,13 @@ def investigate(
     "qdiag snapshot -o incident.json.gz",
     "qdiag snapshot --group billing -o - | ssh ops 'cat > s.json.gz'",
     "qdiag report incident.json.gz"))
+@_with_broker_options
 def snapshot(
     ctx: typer.Context,
-    kafka: Kafka = None, rabbitmq: Rabbit = None, redis: Redis = None, queue: Queues = None, group: Groups = None,
+    brokers: dict, queue: Queues = None, group: Groups = None,
     pid: Pids = None, process: Processes = None, dependency: Dependencies = None, log: Logs = None,
     window: Window = None, timeout: Timeout = None, probe_timeout: ProbeTimeout = None, probe: OnlyProbes = None,
-    no_probe: SkipProbes = None, no_auto_detect: NoAuto = False, config: Config = None, debug: Debug = False,
+    no_probe: SkipProbes = None, auto_detect: AutoDetect = None, config: Config = None, debug: Debug = False,
     output: Annotated[Optional[str], typer.Option("--output", "-o", metavar="FILE", rich_help_panel=O,
                                                   help="Snapshot file, - for stdout "
                                                        "(default qdiag-HOST-UTCTIME.json.gz).")] = None,
@@ -320,17 +369,18 @@ TH = "Thresholds"
 
 
 @app.command(cls=_Command, epilog=_examples(
-    "qdiag check --redis redis://cache:6379/0 --queue jobs --max-depth 1000",
-    "QDIAG_RABBITMQ=\"$API\" qdiag check --queue 'orders*' --min-consumers 1",
+    *_broker_examples("check", "--queue orders --max-depth 1000"),
+    "qdiag check --queue 'orders*' --min-consumers 1",
     "qdiag check --queue orders --must-drain --wait 300 --junit junit.xml",
-    "qdiag check --kafka kafka-1:9092 --group billing --max-lag-seconds 120",
+    "qdiag check --group billing --max-lag-seconds 120",
     "qdiag check --policy thresholds.toml -f json"))
+@_with_broker_options
 def check(
     ctx: typer.Context,
-    kafka: Kafka = None, rabbitmq: Rabbit = None, redis: Redis = None, queue: Queues = None, group: Groups = None,
+    brokers: dict, queue: Queues = None, group: Groups = None,
     pid: Pids = None, process: Processes = None, dependency: Dependencies = None, log: Logs = None,
     window: Window = None, timeout: Timeout = None, probe_timeout: ProbeTimeout = None, probe: OnlyProbes = None,
-    no_probe: SkipProbes = None, no_auto_detect: NoAuto = False, config: Config = None, debug: Debug = False,
+    no_probe: SkipProbes = None, auto_detect: AutoDetect = None, config: Config = None, debug: Debug = False,
     warn_depth: Annotated[Optional[int], typer.Option("--warn-depth", metavar="N", min=0, rich_help_panel=TH,
                                                       help="WARNING when a queue's depth (or total lag) is above N.")] = None,
     max_depth: Annotated[Optional[int], typer.Option("--max-depth", metavar="N", min=0, rich_help_panel=TH,
@@ -386,7 +436,29 @@ def check(
                    wait_s=wait, rules_files=playbook or [])
 
 
-@app.command("probes", cls=_Command, epilog=_examples("qdiag probes", "qdiag probes | grep -A3 '^kafka'"))
+class ExplainFormat(str, Enum):
+    text = "text"
+    json = "json"
+
+
+@app.command(cls=_Command, epilog=_examples("qdiag explain consumer-stuck",
+                                            "qdiag explain slow-dependency --playbook ours.toml",
+                                            "qdiag explain partition-skew -f json"))
+def explain(
+    ctx: typer.Context,
+    cause: Annotated[str, typer.Argument(metavar="CAUSE-ID", help="A root-cause id, as a report names it "
+                                                                   "(consumers-absent, slow-dependency, ...).")],
+    format: Annotated[ExplainFormat, typer.Option("--format", "-f", rich_help_panel=O,
+                                                  help="text for people, json for tools.")] = ExplainFormat.text,
+    playbook: Playbooks = None,
+) -> None:
+    """What a root cause means, the rules that decide it (conditions, thresholds, weights) and what to do."""
+    from qdiag.commands import explain as cmd
+
+    cmd.run(_invocation(ctx).env, cause, fmt=format.value, playbooks=playbook or [])
+
+
+@app.command("probes", cls=_Command, epilog=_examples("qdiag probes", "qdiag probes | grep -A3 '^threads'"))
 def list_probes(ctx: typer.Context) -> None:
     """List the probes, what each needs, its default allowance beyond the window and its options."""
     from qdiag.commands import probes as cmd

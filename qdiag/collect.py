@@ -10,6 +10,7 @@ from contextlib import contextmanager
 from typing import Any, TextIO
 
 from qdiag import autodetect, snapshot
+from qdiag.brokers import BROKERS
 from qdiag.config import Settings
 from qdiag.redact import Redactor, redact_url
 from qdiag.runner import run_probes
@@ -25,13 +26,18 @@ def lower_priority() -> None:
         pass
 
 
+def _broker_label(target: Any) -> str | None:
+    """A broker target as the snapshot records it: its URL with the password masked, or its label."""
+    if target is None:
+        return None
+    return redact_url(target.url) if getattr(target, "url", None) else target.label()
+
+
 def settings_doc(settings: Settings, auto_found: list[str]) -> dict[str, Any]:
     t = settings.targets
     return {
         "targets": {
-            "kafka": t.kafka.label() if t.kafka else None,
-            "rabbitmq": redact_url(t.rabbitmq.url) if t.rabbitmq else None,
-            "redis": redact_url(t.redis.url) if t.redis else None,
+            **{name: _broker_label(t.broker(name)) for name in BROKERS},
             "queues": list(t.queues), "groups": list(t.groups), "pids": list(t.pids),
             "processes": list(t.process_patterns), "dependencies": [redact_url(d) for d in t.dependencies],
             "logs": list(t.logs),

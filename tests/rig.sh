@@ -13,7 +13,7 @@
 #
 # Installs, when missing: the qdiag package with its test extra (pip -e), the
 # Debian packages redis-server and rabbitmq-server (and maven / a JRE if
-# absent), the rabbitmq_management plugin, and the Kafka jars from Maven
+# absent), the rabbitmq_management and rabbitmq_prometheus plugins, and the Kafka jars from Maven
 # Central (tests/rig/pom.xml), cached under $QDIAG_RIG_DIR.
 #
 # Environment (all optional):
@@ -145,14 +145,17 @@ launch_rabbitmq() {
     if answers 127.0.0.1 "$QDIAG_RIG_RABBITMQ_AMQP_PORT" || answers 127.0.0.1 "$QDIAG_RIG_RABBITMQ_HTTP_PORT"; then
         running=1
     fi
-    if ! grep -qw rabbitmq_management /etc/rabbitmq/enabled_plugins 2>/dev/null; then
-        say "rabbitmq: enabling the rabbitmq_management plugin"
-        if ((running)); then
-            rabbitmq-plugins -q enable rabbitmq_management >/dev/null
-        else
-            rabbitmq-plugins -q enable --offline rabbitmq_management >/dev/null
+    # rabbitmq_prometheus: the probe lists every queue from it on large brokers (tests/brokers/test_rabbitmq_listing.py).
+    for plugin in rabbitmq_management rabbitmq_prometheus; do
+        if ! grep -qw "$plugin" /etc/rabbitmq/enabled_plugins 2>/dev/null; then
+            say "rabbitmq: enabling the $plugin plugin"
+            if ((running)); then
+                rabbitmq-plugins -q enable "$plugin" >/dev/null
+            else
+                rabbitmq-plugins -q enable --offline "$plugin" >/dev/null
+            fi
         fi
-    fi
+    done
     if ((running)); then
         say "rabbitmq: already answering on 127.0.0.1:$QDIAG_RIG_RABBITMQ_AMQP_PORT"
         return 0

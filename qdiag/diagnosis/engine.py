@@ -126,19 +126,16 @@ def rank(hits: list[Hit]) -> list[dict[str, Any]]:
         scored.append({"id": cause, "subject": subject, "score": score, "hits": group, "out_of_focus": out_of_focus})
     # The best undemoted score per cause: over every item (for evidence that
     # concerns no queue in particular), over items that name no queue, and per
-    # queue.  One pass, so that thousands of queues do not cost a pairwise scan.
+    # queue; one pass, so that thousands of queues do not cost a pairwise scan.
+    # Kept twice: over every item, and over the items in focus only, since a
+    # cause resting only on things the user did not point at cannot explain one
+    # they did.
     queues_of = [_queues_of(item) for item in scored]
-    best_any: dict[str, float] = {}
-    best_unqueued: dict[str, float] = {}
-    best_by_queue: dict[str, dict[str, float]] = {}
+    indexes = {True: _ScoreIndex(), False: _ScoreIndex()}  # keyed by "may be explained by context"
     for item, theirs in zip(scored, queues_of):
-        cause, score = item["id"], item["score"]
-        best_any[cause] = max(best_any.get(cause, score), score)
-        if not theirs:
-            best_unqueued[cause] = max(best_unqueued.get(cause, score), score)
-        for queue in theirs:
-            per = best_by_queue.setdefault(cause, {})
-            per[queue] = max(per.get(queue, score), score)
+        indexes[True].add(item["id"], item["score"], theirs)
+        if not item["out_of_focus"]:
+            indexes[False].add(item["id"], item["score"], theirs)
     for item, mine in zip(scored, queues_of):
         causes = EXPLAINED_BY.get(item["id"], ())
         if not causes:
@@ -146,18 +143,10 @@ def rank(hits: list[Hit]) -> list[dict[str, Any]]:
         # Only evidence that can concern this item's queue explains it: a stuck
         # consumer of another queue says nothing about why this one is full.
         best: dict[str, float] = {}
+        index = indexes[item["out_of_focus"]]
         for cause in causes:
-            if not mine:
-                found = best_any.get(cause, -1.0)
-            else:
-                found = best_unqueued.get(cause, -1.0)
-                per = best_by_queue.get(cause)
-                if per:
-                    for queue in mine:
-                        score = per.get(queue, -1.0)
-                        if score > found:
-                            found = score
-            if found >= 0.0:  # scores are >= 0: -1 means no item of that cause concerns this one
+            found = index.best(cause, mine)
+            if found is not None:
                 best[cause] = found
         top = max(best.values(), default=0.0)
         if top < SCORE_FLOOR:
@@ -166,7 +155,8 @@ def rank(hits: list[Hit]) -> list[dict[str, Any]]:
             item["score"] = top * DEMOTION
         # Said also when it already ranks below: the reader sees what it follows from.
         item["explained_by"] = [c for c in causes if best.get(c, 0.0) == top]
-    scored.sort(key=lambda i: (-round(i["score"], 6), CAUSES[i["id"]], i["id"], i["subject"]))
+    # What the user pointed at first: a cause resting only on context ranks after every cause in focus.
+    scored.sort(key=lambda i: (i["out_of_focus"], -round(i["score"], 6), CAUSES[i["id"]], i["id"], i["subject"]))
     out = []
     for item in scored:
         hits_sorted = sorted(item["hits"], key=lambda h: (-h.rule.weight * h.strength, h.rule.id))
@@ -178,7 +168,8 @@ def rank(hits: list[Hit]) -> list[dict[str, Any]]:
                 "immediate": _unique(template.render(m, h.facts) for h in hits_sorted for m in h.rule.immediate),
                 "long_term": _unique(template.render(m, h.facts) for h in hits_sorted for m in h.rule.long_term),
             },
-            "next_commands": _unique(template.render(c, h.facts) for h in hits_sorted for c in h.rule.next),
+            "next_commands": _unique(c for c in (template.command(c, h.facts) for h in hits_sorted for c in h.rule.next)
+                                     if c is not None),
             "rules": [h.rule.id for h in hits_sorted],
         }
         if item.get("explained_by"):
@@ -187,6 +178,39 @@ def rank(hits: list[Hit]) -> list[dict[str, Any]]:
             cause["out_of_focus"] = True
         out.append(cause)
     return out
+
+
+class _ScoreIndex:
+    """The best score per cause over some items: over all of them, over those
+    whose evidence names no queue, and per queue they name."""
+
+    def __init__(self) -> None:
+        self.any: dict[str, float] = {}
+        self.unqueued: dict[str, float] = {}
+        self.by_queue: dict[str, dict[str, float]] = {}
+
+    def add(self, cause: str, score: float, queues: set[str]) -> None:
+        self.any[cause] = max(self.any.get(cause, score), score)
+        if not queues:
+            self.unqueued[cause] = max(self.unqueued.get(cause, score), score)
+        for queue in queues:
+            per = self.by_queue.setdefault(cause, {})
+            per[queue] = max(per.get(queue, score), score)
+
+    def best(self, cause: str, mine: set[str]) -> float | None:
+        """The best score of `cause` among the items that can concern `mine`
+        (every item when `mine` is empty; else those naming no queue or one of
+        `mine`); None when there is none."""
+        if not mine:
+            return self.any.get(cause)
+        found = self.unqueued.get(cause, -1.0)
+        per = self.by_queue.get(cause)
+        if per:
+            for queue in mine:
+                score = per.get(queue, -1.0)
+                if score > found:
+                    found = score
+        return found if found >= 0.0 else None  # scores are >= 0
 
 
 def _queues_of(item: dict) -> set[str]:
@@ -332,10 +356,15 @@ def _blind_spots(snapshot: dict, queues_in_focus: list[dict]) -> list[str]:
             reasons.append(f"group '{group}' was found on none of the brokers probed ({_brokers_probed(probes)}): "
                            "check the name")
     if not records:
-        reasons.append("no queue was observed: give the broker (--kafka, --rabbitmq or --redis) and --queue, "
+        from qdiag.brokers import broker_flags
+
+        reasons.append(f"no queue was observed: give the broker ({broker_flags()}) and --queue, "
                        "or the consumer (--pid/--process) and its --log")
     for q in queues_in_focus:
-        if str(q.get("status") or "unknown") == "unknown":
+        if q.get("depth_settled") is False:
+            why = q.get("depth_settled_why") or "the broker's figures had not settled"
+            reasons.append(f"{q.get('subject')}: its depth is not a measurement of now ({why})")
+        elif str(q.get("status") or "unknown") == "unknown":
             why = q.get("status_reason") or q.get("note") or "its figures were not settled over the window"
             reasons.append(f"{q.get('subject')} was not measured: {why}")
     for p in probes:

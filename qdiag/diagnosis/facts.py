@@ -243,8 +243,18 @@ class Joined:
         return next((e for e in self.endpoints if e.get("url") == url), {})
 
 
+def _serves_a_broker(process: dict, broker_ports: set[int]) -> bool:
+    """Whether the process listens on a broker's client port: it is the broker, not its consumer
+    (discovery by host claims every local process connected to the broker, the broker included)."""
+    for listener in process.get("listening") or []:
+        address = listener.get("local") if isinstance(listener, dict) else listener
+        if port_of(str(address or "")) in broker_ports:
+            return True
+    return False
+
+
 def _consumer_map(snapshot: dict, processes: list[dict], queues: list[dict],
-                  by_subject: dict[str, dict]) -> tuple[dict[Any, str | None], set]:
+                  by_subject: dict[str, dict], broker_ports: set[int] = frozenset()) -> tuple[dict[Any, str | None], set]:
     """pid -> the queue subject it consumes, and the pids whose claim is unsure.
 
     Brokers that only name a consumer's host (Kafka members) make discovery
@@ -253,11 +263,12 @@ def _consumer_map(snapshot: dict, processes: list[dict], queues: list[dict],
     consumers, only the ones the user named are taken as its consumers; the
     others stay unsure (reported, but out of focus)."""
     claims: dict[Any, list[str]] = {}
+    brokers_here = {p.get("pid") for p in processes if _serves_a_broker(p, broker_ports) and not _explicit(p)}
     for d in snapshot.get("discovered") or []:
-        if d.get("pid"):
+        if d.get("pid") and d["pid"] not in brokers_here:
             claims[d["pid"]] = [x for x in str(d.get("subject") or "").split(",") if x]
     for t in processes:
-        if t.get("subject") and t.get("pid") not in claims:
+        if t.get("subject") and t.get("pid") not in claims and t.get("pid") not in brokers_here:
             claims[t.get("pid")] = [x for x in str(t["subject"]).split(",") if x]
     explicit = {t.get("pid") for t in processes if _explicit(t)}
     claimants: dict[str, set] = {}
@@ -265,7 +276,8 @@ def _consumer_map(snapshot: dict, processes: list[dict], queues: list[dict],
         for subject in subjects:
             claimants.setdefault(subject, set()).add(pid)
     consumer_of: dict[Any, str | None] = {}
-    unsure: set = set()
+    # The broker's own process is context, never a consumer in focus.
+    unsure: set = set(brokers_here)
     for pid, subjects in claims.items():
         known = [x for x in subjects if x in by_subject]
         subject = known[0] if known else (subjects[0] if subjects else None)
@@ -356,7 +368,8 @@ def join(snapshot: dict, baseline_snapshot: dict | None = None) -> tuple[Joined,
 
     processes = [p for p in joined.processes if isinstance(p, dict)]
     by_subject = joined.by_subject
-    joined.consumer_of, joined.unsure = _consumer_map(snapshot, processes, joined.queues, by_subject)
+    joined.consumer_of, joined.unsure = _consumer_map(snapshot, processes, joined.queues, by_subject,
+                                                      joined.broker_ports)
     for q in joined.queues:
         mine = [t for t in processes if joined.consumer_of.get(t.get("pid")) == q["subject"] and not t.get("gone")]
         cpu = [c for c in (num(t.get("cpu_percent")) for t in mine) if c is not None]

@@ -7,6 +7,7 @@ only a dotted path into the facts, and a format spec is applied to numbers only.
 from __future__ import annotations
 
 import re
+import shlex
 from typing import Any, Mapping
 
 _FIELD = re.compile(r"\{([A-Za-z][\w]*(?:\.[A-Za-z][\w]*)*)(?::([^{}]*))?\}")
@@ -41,18 +42,39 @@ def _human(value: Any) -> str:
     return str(value)
 
 
+def _formatted(value: Any, spec: str | None) -> str:
+    if spec and isinstance(value, (int, float)) and not isinstance(value, bool) and _spec_problem(spec) is None:
+        try:
+            return format(value, spec)
+        except (ValueError, OverflowError):  # e.g. 'c' of a huge number, 'f' of an int past a float
+            pass
+    return _human(value)
+
+
 def render(template: str, facts: Mapping[str, Any]) -> str:
+    return _FIELD.sub(lambda m: _formatted(lookup(facts, m.group(1)), m.group(2)), template)
+
+
+def command(template: str, facts: Mapping[str, Any]) -> str | None:
+    """A shell command from a template, ready to paste: every field's value is
+    shell-quoted (a queue named `a b` or `x;rm -rf ~` stays one argument), a list
+    gives one argument per item.  None when a field is unknown: a command with a
+    hole in it cannot be pasted, and a rule written for every broker lists one
+    command per broker, each naming a field only that broker's records have
+    (`{vhost}`, `{bootstrap}`, `{redis_address}`)."""
+    holes = []
+
     def field(match: re.Match) -> str:
         value = lookup(facts, match.group(1))
-        spec = match.group(2)
-        if spec and isinstance(value, (int, float)) and not isinstance(value, bool) and _spec_problem(spec) is None:
-            try:
-                return format(value, spec)
-            except (ValueError, OverflowError):  # e.g. 'c' of a huge number, 'f' of an int past a float
-                return _human(value)
-        return _human(value)
+        if isinstance(value, (list, tuple)) and value and all(v is not None and v != "" for v in value):
+            return " ".join(shlex.quote(_formatted(v, match.group(2))) for v in value)
+        if value is None or value == "" or isinstance(value, (Mapping, list, tuple)):
+            holes.append(match.group(1))
+            return ""
+        return shlex.quote(_formatted(value, match.group(2)))
 
-    return _FIELD.sub(field, template)
+    text = _FIELD.sub(field, template)
+    return None if holes else text
 
 
 def check(template: str) -> str | None:

@@ -17,15 +17,17 @@ terminal (`unicode`), and colours only when told to (`color`).
 
 from __future__ import annotations
 
-from qdiag.brokers import broker_flags
 import json
 import textwrap
 from dataclasses import dataclass
 
+from qdiag.brokers import broker_flags
 from qdiag.report import summary as s
 
 # Queue rows shown in the table; the rest are counted on one line.
 MAX_QUEUE_ROWS = 8
+# Consumer lines before the causes; kept short so the top cause stays on the first screen.
+MAX_CONSUMER_ROWS = 2
 LABEL_WIDTH = 9  # "measured", "do now", ... in the cause blocks
 
 _SGR = {"bold": "1", "dim": "2", "red": "31", "green": "32", "yellow": "33", "magenta": "35", "cyan": "36"}
@@ -143,6 +145,7 @@ def render_text(report: dict, *, color: bool, unicode: bool = True, width: int |
     out = _Text(width or 100, color, UNICODE if unicode else ASCII)
     _text_head(out, r)
     _text_queues(out, r)
+    _text_consumers(out, r)
     shown = _text_causes(out, r)
     _text_lag(out, r)
     _text_steps(out, r, shown)
@@ -193,9 +196,28 @@ def _text_queues(out: _Text, r: dict) -> None:
     out.add()
 
 
+def _text_consumers(out: _Text, r: dict) -> None:
+    """A line for each consumer the kernel was sampled for (where its threads waited): the JSON and
+    Markdown list every consumer, the first screen only those with something to say."""
+    focus, others = s.consumers_split(r)
+    sampled = [c for c in focus if s.consumer_sampled(c)]
+    if not sampled:
+        return
+    shown = sampled[:MAX_CONSUMER_ROWS]
+    out.title("Consumers")
+    for c in shown:
+        out.wrap(s.consumer_line(c), indent=2, first=f"{s.consumer_label(c)}: ", hang=4)
+    rest = [c for c in focus if c not in shown]
+    if rest or others:
+        brief = ", ".join(f"{s.consumer_label(c)} {s.consumer_brief(c)}" for c in rest)
+        tail = f"{len(others)} not in focus" if others else ""
+        out.add(out.fit(f"  + {len(rest)} more" + (f": {brief}" if brief else "") + (f"; {tail}" if tail else "")))
+    out.add()
+
+
 def _text_causes(out: _Text, r: dict) -> set[tuple[str, str]]:
     focused, others = s.causes_split(r)
-    shown = set()
+    shown = {(c.get("id"), c.get("subject")) for c in focused + others}
     if not focused and not others:
         out.add("No possible root cause scored above the floor.")
         out.add()
@@ -203,16 +225,15 @@ def _text_causes(out: _Text, r: dict) -> set[tuple[str, str]]:
     if focused:
         out.title("Causes, most likely first")
     first_of: dict[str, int] = {}
-    for rank, cause in enumerate(focused, 1):
-        shown.add((cause.get("id"), cause.get("subject")))
+    for rank, group in enumerate(s.fold(focused), 1):
+        cause = group[0]
         word = s.confidence(cause)
         meta = f"{word}{out.g.dot}{cause.get('id')}" + (f"{out.g.dot}step {cause['step']}" if cause.get("step") else "")
-        _text_title(out, f"{rank}. ", s.headline(cause), meta, CONFIDENCE_STYLE.get(word))
-        _text_block(out, "measured", [s.without_subject(s.text(e), cause.get("subject"))
-                                      for e in cause.get("evidence") or []])
-        if cause.get("explained_by"):
-            _text_block(out, "follows", [", ".join(map(str, cause["explained_by"])) + " would explain it"],
-                        style="dim")
+        _text_title(out, f"{rank}. ", s.group_headline(group), meta, CONFIDENCE_STYLE.get(word))
+        _text_block(out, "measured", s.group_evidence(group))
+        follows = s.group_union(group, "explained_by")
+        if follows:
+            _text_block(out, "follows", [", ".join(follows) + " would explain it"], style="dim")
         mitigations = cause.get("mitigations") or {}
         _text_block(out, "do now", [s.text(m) for m in mitigations.get("immediate") or []])
         if cause.get("id") in first_of:
@@ -221,15 +242,16 @@ def _text_causes(out: _Text, r: dict) -> set[tuple[str, str]]:
         else:
             first_of[cause.get("id")] = rank
             _text_block(out, "later", [s.text(m) for m in mitigations.get("long_term") or []])
-        _text_block(out, "confirm", [f"$ {c}" for c in cause.get("next_commands") or []], wrap=False, style="cyan")
+        _text_block(out, "confirm", [f"$ {c}" for c in s.group_union(group, "next_commands")], wrap=False,
+                    style="cyan")
     if others:
         if focused:
             out.add()
         out.title("Not in focus (about queues not named with --queue/--group)")
-        for cause in others:
-            shown.add((cause.get("id"), cause.get("subject")))
-            out.add(out.fit(f"  {out.g.bullet} {cause.get('id')} {cause.get('subject')} ({s.confidence(cause)}): "
-                            f"{s.decisive(cause)}"))
+        for group in s.fold(others):
+            subjects = ", ".join(str(c.get("subject")) for c in group)
+            out.add(out.fit(f"  {out.g.bullet} {group[0].get('id')} {subjects} ({s.confidence(group[0])}): "
+                            f"{s.decisive(group[0])}"))
     out.add()
     return shown
 
@@ -357,29 +379,39 @@ def render_markdown(report: dict) -> str:
                       + ", ".join(md(s.label(q)) for q in others)]
     lines.append("")
 
+    consumers, elsewhere = s.consumers_split(r)
+    if consumers or elsewhere:
+        lines += ["## Consumers", ""]
+        lines += [f"- **{md(s.consumer_label(c))}**" + (f" ({md(c['queue'])})" if c.get("queue") else "")
+                  + f": {md(s.consumer_line(c))}" for c in consumers]
+        if elsewhere:
+            lines.append("- not in focus: " + ", ".join(md(s.consumer_label(c)) for c in elsewhere))
+        lines.append("")
+
     focused, folded = s.causes_split(r)
     lines += ["## Possible root causes", ""]
     if not focused and not folded:
         lines += ["No possible root cause scored above the floor.", ""]
-    for rank, cause in enumerate(focused, 1):
-        lines += [f"### {rank}. {md(s.headline(cause))}", "",
+    for rank, group in enumerate(s.fold(focused), 1):
+        cause = group[0]
+        lines += [f"### {rank}. {md(s.group_headline(group))}", "",
                   f"*{s.confidence(cause)}* · {md_code(cause.get('id'))}"
                   + (f" · step {md(cause['step'])}" if cause.get("step") else ""), ""]
-        evidence = [s.text(e) for e in cause.get("evidence") or []]
-        lines += [f"- **Measured:** {md(e)}" for e in evidence if e]
-        if cause.get("explained_by"):
-            lines.append(f"- **Follows:** {md(', '.join(map(str, cause['explained_by'])))} would explain it")
+        lines += [f"- **Measured:** {md(e)}" for e in s.group_evidence(group, strip=False)]
+        follows = s.group_union(group, "explained_by")
+        if follows:
+            lines.append(f"- **Follows:** {md(', '.join(follows))} would explain it")
         mitigations = cause.get("mitigations") or {}
         lines += [f"- **Do now:** {md(s.text(m))}" for m in mitigations.get("immediate") or []]
         lines += [f"- **Later:** {md(s.text(m))}" for m in mitigations.get("long_term") or []]
-        commands = [str(c) for c in cause.get("next_commands") or []]
+        commands = s.group_union(group, "next_commands")
         if commands:
             lines += ["", "To confirm:", "", *md_block(commands)]
         lines.append("")
     if folded:
         lines += ["### Not in focus", ""]
-        lines += [f"- {md_code(c.get('id'))} {md(c.get('subject'))} ({s.confidence(c)}): {md(s.decisive(c))}"
-                  for c in folded]
+        lines += [f"- {md_code(g[0].get('id'))} {md(', '.join(str(c.get('subject')) for c in g))} "
+                  f"({s.confidence(g[0])}): {md(s.decisive(g[0]))}" for g in s.fold(folded)]
         lines.append("")
 
     detailed = [q for q in focus if s.has_lag_detail(q) and q.get("backing_up")]

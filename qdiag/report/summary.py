@@ -8,10 +8,12 @@ present), so a report from an older or newer qdiag still renders.
 
 from __future__ import annotations
 
-from qdiag.brokers import broker_flags
 import re
 from datetime import datetime
+from itertools import zip_longest
 from typing import Any
+
+from qdiag.brokers import broker_flags
 
 # Control characters (C0, DEL, C1), zero-width and bidirectional controls, line
 # separators: a name taken from a broker is data and must not move the
@@ -25,7 +27,9 @@ _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2060-\u206
 CONFIDENCE = ((0.8, "very likely"), (0.6, "likely"), (0.4, "possible"), (0.0, "weak"))
 TITLE_PREFIX = "Possible root cause: "
 # The decisive phrase of line 1 is cut to about this many characters.
-DECISIVE_CHARS = 90
+DECISIVE_CHARS = 110
+# "(threshold ...)" in evidence, one level of parentheses inside it allowed: "(1 thread(s); threshold: ...)".
+_THRESHOLD = re.compile(r"\s*\((?:[^()]|\([^()]*\))*threshold(?:[^()]|\([^()]*\))*\)")
 
 
 def clean(value: Any) -> Any:
@@ -120,7 +124,7 @@ def decisive(cause: dict) -> str:
     if not evidence:
         return ""
     phrase = without_subject(evidence[0], cause.get("subject"))
-    phrase = re.sub(r"\s*\([^()]*threshold[^()]*\)", "", phrase)
+    phrase = _THRESHOLD.sub("", phrase)
     phrase = phrase.split("; ")[0].strip().rstrip(".,;:")
     if len(phrase) > DECISIVE_CHARS:
         cut = phrase.rfind(", ", 0, DECISIVE_CHARS)
@@ -137,6 +141,53 @@ def causes_split(report: dict) -> tuple[list[dict], list[dict]]:
     """(causes about what the user asked for, causes resting only on queues they did not name)."""
     causes = [c for c in report.get("root_causes") or [] if isinstance(c, dict)]
     return [c for c in causes if not c.get("out_of_focus")], [c for c in causes if c.get("out_of_focus")]
+
+
+def fold(causes: list[dict]) -> list[list[dict]]:
+    """Causes that say the same thing about different subjects, one group each, in rank order:
+    the same cause, rules, certainty and mitigations (none of which names the queue), so one
+    box lists the queues instead of a box per queue."""
+    groups: dict[tuple, list[dict]] = {}
+    for cause in causes:
+        mitigations = cause.get("mitigations") or {}
+        key = (cause.get("id"), tuple(map(str, cause.get("rules") or ())), confidence(cause),
+               tuple(text(m) for m in mitigations.get("immediate") or []),
+               tuple(text(m) for m in mitigations.get("long_term") or []), tuple(cause.get("explained_by") or ()))
+        groups.setdefault(key, []).append(cause)
+    return list(groups.values())
+
+
+def group_headline(group: list[dict]) -> str:
+    """The cause in words, naming every subject of the group."""
+    first = group[0]
+    line = headline(first)
+    if len(group) == 1:
+        return line
+    subjects = ", ".join(str(c.get("subject")) for c in group)
+    subject = str(first.get("subject"))
+    return line.replace(subject, subjects) if subject in line else f"{line} (and {subjects})"
+
+
+def group_evidence(group: list[dict], *, strip: bool = True) -> list[str]:
+    """Every evidence line of a lone cause (without its subject, which the title names, when
+    `strip`); the first line of each cause of a group, naming its subject."""
+    if len(group) == 1:
+        subject = group[0].get("subject") if strip else None
+        return [without_subject(text(e), subject) for e in group[0].get("evidence") or [] if text(e)]
+    out = []
+    for cause in group:
+        lines = [text(e) for e in cause.get("evidence") or [] if text(e)]
+        if lines:
+            out.append(f"{cause.get('subject')}: {without_subject(lines[0], cause.get('subject'))}")
+    return out
+
+
+def group_union(group: list[dict], key: str) -> list[str]:
+    """`key` ("next_commands", "explained_by") of every cause of a group, each once: the
+    first item of each cause, then the second of each..., so the same command for several
+    queues reads as one run of lines."""
+    lists = [[str(v) for v in c.get(key) or []] for c in group]
+    return list(dict.fromkeys(v for row in zip_longest(*lists) for v in row if v is not None))
 
 
 def answer(report: dict) -> str:
@@ -244,6 +295,103 @@ def lag_detail(q: dict, worst: int = 3) -> list[str]:
 
 def has_lag_detail(q: dict) -> bool:
     return any(q.get(k) is not None for k in ("partition_lags", "worst_partition", "lag_seconds", "lag_seconds_min"))
+
+
+# --- consumers ----------------------------------------------------------------------------
+
+# How a wait kind reads after a share of thread-time ("12% on locks").
+WAIT_WORDS = {"cpu": "on CPU", "broker": "idle, waiting for the broker", "lock": "in lock or condition waits",
+              "sleep": "sleeping", "disk": "in disk waits", "child": "waiting for a child process",
+              "local": "on pipes and local sockets", "other": "in other system calls", "unknown": "in unknown states",
+              "unreadable": "unreadable"}
+# At most this many parts in a consumer's one-line wait summary.
+CONSUMER_PARTS = 4
+
+
+def consumers_split(report: dict) -> tuple[list[dict], list[dict]]:
+    """(consumers of the queues in focus, the others)."""
+    consumers = [c for c in report.get("consumers") or [] if isinstance(c, dict)]
+    return [c for c in consumers if c.get("focus", True) is not False], [c for c in consumers if c.get("focus") is False]
+
+
+def consumer_sampled(c: dict) -> bool:
+    """Whether the kernel's view of the consumer's threads over the window is in the report."""
+    return not c.get("gone") and bool((c.get("kernel") or {}).get("sampled"))
+
+
+def consumer_brief(c: dict) -> str:
+    if c.get("gone"):
+        return "exited"
+    cpu = number(c.get("cpu_percent"))
+    return f"{cpu:.0f}% CPU" if cpu is not None else "CPU unknown"
+
+
+def consumer_label(c: dict) -> str:
+    name, runtime = c.get("name") or "?", c.get("runtime")
+    return f"pid {c.get('pid')} {name}" + (f" ({runtime})" if runtime and runtime not in str(name) else "")
+
+
+def _peer_detail(peer: dict | None, protocol: Any) -> str:
+    """"(HTTP; answers 300 ms median, 410 ms max, 12 requests)": what the consumer's own connections saw."""
+    parts = [str(protocol)] if protocol else []
+    if peer and number(peer.get("answer_median_ms")) is not None:
+        answer = f"answers {peer['answer_median_ms']:.0f} ms median"
+        if number(peer.get("answer_max_ms")) is not None:
+            answer += f", {peer['answer_max_ms']:.0f} ms max"
+        if number(peer.get("requests")):
+            answer += f", {fmt_num(peer['requests'])} requests"
+        parts.append(answer)
+    return f" ({'; '.join(parts)})" if parts else ""
+
+
+def _peer_wait(wait: dict, peers: dict[str, dict]) -> str:
+    target = wait.get("target")
+    detail = _peer_detail(peers.get(target), wait.get("protocol_guess"))
+    share, most = number(wait.get("share")) or 0.0, number(wait.get("max_thread_share"))
+    threads = number(wait.get("threads")) or 1
+    if threads <= 1 and most is not None:
+        return f"{most:.0%} of a thread waiting for {target}{detail}"
+    return f"{share:.0%} waiting for {target}{detail}, {int(threads)} threads"
+
+
+def consumer_waits(c: dict) -> list[str]:
+    """Where the consumer's threads spent the window, largest first: each peer apart
+    (with the answer times its connections saw), every other kind summed."""
+    kernel = c.get("kernel") if isinstance(c.get("kernel"), dict) else {}
+    if not kernel.get("sampled"):
+        return []
+    peers = {p.get("peer"): p for p in kernel.get("peers") or [] if isinstance(p, dict)}
+    parts: list[tuple[float, str]] = []
+    for wait in kernel.get("waits") or []:
+        if isinstance(wait, dict) and wait.get("kind") == "peer" and wait.get("target"):
+            parts.append((number(wait.get("share")) or 0.0, _peer_wait(wait, peers)))
+    for kind, share in (kernel.get("shares") or {}).items():
+        if kind != "peer" and (number(share) or 0.0) >= 0.01:
+            parts.append((share, f"{share:.0%} {WAIT_WORDS.get(kind, kind)}"))
+    parts.sort(key=lambda p: -p[0])
+    return [words for _, words in parts[:CONSUMER_PARTS]]
+
+
+def consumer_line(c: dict) -> str:
+    """One line on a consumer process: where its threads waited, its CPU, what never woke, its hottest code."""
+    if c.get("gone"):
+        return "exited before or during the window"
+    parts = consumer_waits(c)
+    kernel = c.get("kernel") if isinstance(c.get("kernel"), dict) else {}
+    if not parts and c.get("dump_classes"):
+        classes = sorted(c["dump_classes"].items(), key=lambda kv: -kv[1])
+        parts.append("threads in the dumps: " + ", ".join(f"{n} {cls}" for cls, n in classes))
+    if not consumer_sampled(c) and number(c.get("cpu_percent")) is not None:
+        parts.append(f"{c['cpu_percent']:.0f}% of a core")
+    stuck = [t for t in kernel.get("lock_waits_never_woke") or [] if isinstance(t, dict)]
+    if stuck:
+        parts.append(f"{len(stuck)} thread(s) never woke from a lock wait")
+    hot = [h for h in c.get("hot") or [] if isinstance(h, dict)]
+    if hot:
+        parts.append(f"hottest {hot[0].get('function')}" + (f" at {hot[0]['where']}" if hot[0].get("where") else ""))
+    if not parts:
+        parts.append("nothing measured" + (f": {kernel['sampled_why_not']}" if kernel.get("sampled_why_not") else ""))
+    return ", ".join(parts)
 
 
 # --- steps, probes, header ----------------------------------------------------------------

@@ -2,7 +2,8 @@
 
     python tests/bench/bench_kafka.py [--bootstrap 127.0.0.1:9092] [--topics 50] [--partitions 20]
                                       [--groups 100] [--live-groups 5] [--members 2]
-                                      [--window 5] [--runs 3] [--plain] [--json FILE]
+                                      [--window 5] [--runs 3] [--plain] [--json FILE] [--profile FILE]
+                                      [--every-row]
 
 Builds, under a unique name prefix, `--topics` x `--partitions` partitions
 with a few records each, and `--groups` consumer groups with committed
@@ -26,7 +27,10 @@ falls on both sides alike:
   * the peer: `tests/rig/kafka-consumer-groups --bootstrap-server B --describe
     --all-groups` (Kafka's own tool), timed the same way.  Its rows for this
     run's groups are compared with qdiag's (the benchmark's state does not move
-    while it is measured, so they must agree exactly).
+    while it is measured, so they must agree exactly): the rows qdiag's snapshot
+    keeps in full one by one, the ones it only counts ([probes.kafka]
+    partition_rows) by their number per group and topic; `--every-row` keeps
+    them all and compares each.
 Reports medians and the ratio qdiag / peer, and the broker's health (heap,
 RSS, open files, new lines in its log) before and after.  Deletes every topic
 and group it made, also on failure, Ctrl-C or SIGTERM.
@@ -49,6 +53,9 @@ import uuid
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
+# This tree's qdiag, here and in the children (an installed qdiag may be another checkout).
+sys.path.insert(0, str(REPO))
+CHILD_ENV = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
 PEER_TOOL = REPO / "tests" / "rig" / "kafka-consumer-groups"
 
 # Runs qdiag's CLI with a counter on kafka-python's one request path
@@ -77,7 +84,8 @@ _children: list[subprocess.Popen] = []  # started by this script, killed on the 
 def measured(cmd: list[str], *, cwd: Path, stdout=subprocess.DEVNULL, timeout: float = 300) -> dict:
     """Wall seconds, CPU seconds and peak RSS (MB) of one child and its reaped children."""
     began = time.perf_counter()
-    proc = subprocess.Popen(cmd, cwd=cwd, stdout=stdout, stderr=subprocess.PIPE, start_new_session=True)
+    proc = subprocess.Popen(cmd, cwd=cwd, stdout=stdout, stderr=subprocess.PIPE, start_new_session=True,
+                            env=CHILD_ENV)
     _children.append(proc)
     timer = threading.Timer(timeout, lambda: _kill(proc))
     timer.start()
@@ -414,8 +422,7 @@ def run_qdiag(bootstrap: str, window: float, workdir: Path, run: int, plain: boo
     wire = workdir / f"wire-{run}.json"
     report = workdir / f"report-{run}.json"
     qdiag = [sys.executable, "-m", "qdiag"] if plain else [sys.executable, "-c", WIRE_COUNTER, str(wire)]
-    cmd = qdiag + ["investigate", "--probe", "kafka", "--kafka", bootstrap, "--no-auto-detect", "--format", "json",
-                   "--window", f"{window:g}", "--snapshot", str(snap)]
+    cmd = qdiag + qdiag_args(bootstrap, window, workdir, snap)
     with open(report, "wb") as out:
         m = measured(cmd, cwd=workdir, stdout=out)  # cwd: no stray ./qdiag.toml
     if not snap.is_file():
@@ -434,6 +441,34 @@ def run_qdiag(bootstrap: str, window: float, workdir: Path, run: int, plain: boo
     for path in (snap, wire, report):
         path.unlink(missing_ok=True)
     return m
+
+
+EVERY_ROW = False  # --every-row
+
+
+def qdiag_args(bootstrap: str, window: float, workdir: Path, snap: Path) -> list[str]:
+    args = ["investigate", "--probe", "kafka", "--kafka", bootstrap, "--no-auto-detect", "--format", "json",
+            "--window", f"{window:g}", "--snapshot", str(snap)]
+    if EVERY_ROW:
+        # Every partition row in the snapshot, not only the ones showing a problem: the
+        # parity check then compares each one with the peer's.
+        config = workdir / "every-row.toml"
+        config.write_text("[probes.kafka]\npartition_rows = 1000000\n")
+        args += ["--config", str(config)]
+    return args
+
+
+def profile_qdiag(bootstrap: str, window: float, workdir: Path, out: Path) -> None:
+    """One more qdiag run under cProfile; prints where its time outside the window goes."""
+    import pstats
+
+    snap = workdir / "snapshot-profile.json.gz"
+    cmd = [sys.executable, "-m", "cProfile", "-o", str(out), "-m", "qdiag"] + qdiag_args(bootstrap, window, workdir, snap)
+    m = measured(cmd, cwd=workdir)
+    print(f"profiled run: wall {m['wall_s']:.2f} s, cpu {m['cpu_s']:.2f} s (profile in {out})")
+    stats = pstats.Stats(str(out))
+    stats.sort_stats("cumulative").print_stats(30)
+    snap.unlink(missing_ok=True)
 
 
 def run_peer(bootstrap: str, workdir: Path, run: int) -> dict:
@@ -463,19 +498,25 @@ def peer_rows(text: str, prefix: str) -> dict[tuple[str, str, int], tuple]:
     return rows
 
 
-def qdiag_rows(obs: dict, prefix: str) -> dict[tuple[str, str, int], tuple]:
-    rows = {}
+def qdiag_rows(obs: dict, prefix: str) -> tuple[dict[tuple[str, str, int], tuple], dict[tuple[str, str], int]]:
+    """The rows the snapshot keeps in full, and the rows it only counts (per group and topic)."""
+    rows, counted = {}, {}
     for g in obs.get("groups") or []:
         if not g["group"].startswith(prefix):
             continue
         for r in g.get("partitions") or []:
             rows[(g["group"], r["topic"], r["partition"])] = (r["committed"], r["log_end"], r["lag"],
                                                               r.get("owner") is not None)
-    return rows
+        for topic, summary in (g.get("partitions_summarised") or {}).items():
+            counted[(g["group"], topic)] = summary["rows"]
+    return rows, counted
 
 
-def compare(ours: dict, peer: dict, peer_run: dict) -> dict:
-    if peer_run["exit"] != 0 or (ours and not peer):
+def compare(qdiag: tuple[dict, dict], peer: dict, peer_run: dict) -> dict:
+    """Rows kept in full must equal the peer's; rows only counted must add up to the peer's
+    rows of that group and topic."""
+    ours, counted = qdiag
+    if peer_run["exit"] != 0 or ((ours or counted) and not peer):
         # --all-groups describes every group on the cluster; one that another
         # user deletes meanwhile can make the tool print nothing and still exit 0.
         said = [line.strip() for line in (peer_run["stderr"] + peer_run["text"]).splitlines()
@@ -483,10 +524,20 @@ def compare(ours: dict, peer: dict, peer_run: dict) -> dict:
         return {"rows_qdiag": len(ours), "rows_peer": 0, "mismatches": None,
                 "skipped": f"the peer (exit {peer_run['exit']}) printed no rows for this run's groups "
                            f"({said[0] if said else 'no error shown'}); not compared, its time left out"}
-    keys = set(ours) | set(peer)
-    differ = sorted(k for k in keys if ours.get(k) != peer.get(k))
-    return {"rows_qdiag": len(ours), "rows_peer": len(peer), "mismatches": len(differ),
-            "examples": [{"row": list(k), "qdiag": ours.get(k), "peer": peer.get(k)} for k in differ[:5]]}
+    peer_count: dict[tuple[str, str], int] = {}
+    for g, t, _ in peer:
+        peer_count[(g, t)] = peer_count.get((g, t), 0) + 1
+    differ = sorted(k for k in set(ours) | set(peer)
+                    if ours.get(k) != peer.get(k) and not (k not in ours and (k[0], k[1]) in counted))
+    kept_count: dict[tuple[str, str], int] = {}
+    for g, t, _ in ours:
+        kept_count[(g, t)] = kept_count.get((g, t), 0) + 1
+    miscounted = sorted(k for k in counted if kept_count.get(k, 0) + counted[k] != peer_count.get(k, 0))
+    return {"rows_qdiag": len(ours), "rows_counted": sum(counted.values()), "rows_peer": len(peer),
+            "mismatches": len(differ) + len(miscounted),
+            "examples": [{"row": list(k), "qdiag": ours.get(k), "peer": peer.get(k)} for k in differ[:5]]
+            + [{"group_topic": list(k), "qdiag_rows": kept_count.get(k, 0) + counted[k],
+                "peer_rows": peer_count.get(k, 0)} for k in miscounted[:5]]}
 
 
 def median(values) -> float | None:
@@ -512,7 +563,13 @@ def main() -> None:
     ap.add_argument("--plain", action="store_true",
                     help="run `python -m qdiag` as is, without counting the requests on the wire")
     ap.add_argument("--json", help="also write the full results to this file")
+    ap.add_argument("--profile", help="after the runs, run qdiag once more under cProfile, writing this file")
+    ap.add_argument("--every-row", action="store_true",
+                    help="keep every partition row in qdiag's snapshot ([probes.kafka] partition_rows) and compare "
+                         "each with the peer's; by default qdiag runs as users get it")
     args = ap.parse_args()
+    global EVERY_ROW
+    EVERY_ROW = args.every_row
 
     def interrupted(signum, frame):
         raise KeyboardInterrupt(f"signal {signum}")
@@ -571,9 +628,12 @@ def main() -> None:
                   f"JSON), report {q['report_bytes'] / 1024:.0f} KB; timestamp reads {q['timestamp_reads']}")
             print(f"       peer kafka-consumer-groups --describe --all-groups: wall {p['wall_s']:.2f} s, "
                   f"cpu {p['cpu_s']:.2f} s, rss {p['rss_mb']:.0f} MB; parity on this run's groups: "
-                  f"{parity[-1]['rows_qdiag']} rows vs {parity[-1]['rows_peer']}, "
+                  f"{parity[-1]['rows_qdiag']} rows in full + {parity[-1].get('rows_counted', 0)} counted "
+                  f"vs {parity[-1]['rows_peer']}, "
                   + (parity[-1]["skipped"] if "skipped" in parity[-1] else
                      f"{parity[-1]['mismatches']} mismatches {parity[-1]['examples'] or ''}"))
+        if args.profile:
+            profile_qdiag(args.bootstrap, args.window, workdir, Path(args.profile).resolve())
         complete = [p for p, c in zip(peers, parity) if "skipped" not in c]
         if not complete:
             raise SystemExit("kafka-consumer-groups never described this run's groups: " + parity[-1]["skipped"])

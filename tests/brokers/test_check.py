@@ -142,3 +142,86 @@ def test_bad_flags_are_unknown(args, expected):
     r = qdiag_check(*args, "--probe", "host")
     assert r.returncode == 3, r.stdout + r.stderr
     assert expected in r.stderr
+
+
+# ---------------------------------------------------------------- RabbitMQ
+
+
+@pytest.fixture
+def rabbit_queue(rabbitmq_amqp, unique_name):
+    """A fresh queue, its AMQP channel, and a bounded wait until the
+    management statistics show it (empty)."""
+    import pika
+    import requests
+
+    conn = pika.BlockingConnection(pika.URLParameters(rabbitmq_amqp))
+    ch = conn.channel()
+    name = unique_name("qdiag-check")
+    ch.queue_declare(name)
+    deadline = time.monotonic() + 40
+    while time.monotonic() < deadline:
+        r = requests.get(f"http://127.0.0.1:15672/api/queues/%2F/{name}", auth=("guest", "guest"), timeout=10,
+                         params={"columns": "messages_ready"})
+        if r.status_code == 200 and isinstance(r.json(), dict) and r.json().get("messages_ready") == 0:
+            break
+        time.sleep(0.5)
+    yield ch, name
+    ch.queue_delete(name)
+    conn.close()
+
+
+def test_rabbitmq_burst_is_not_a_stale_zero(rabbit_queue, rabbitmq_api):
+    # The statistics read 0 for up to 5 s after a burst; the check must not say OK.
+    ch, name = rabbit_queue
+    for _ in range(500):
+        ch.basic_publish("", name, b"m")
+    r = qdiag_check("--rabbitmq", rabbitmq_api, "--queue", name, "--max-depth", 100)
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert f"CRITICAL: rabbitmq:{name} depth = 500 (crit > 100)" in r.stdout
+
+
+def test_rabbitmq_backlog_that_moves_nothing_fails_must_drain(rabbit_queue, rabbitmq_api):
+    ch, name = rabbit_queue
+    for _ in range(500):
+        ch.basic_publish("", name, b"m")
+    r = qdiag_check("--rabbitmq", rabbitmq_api, "--queue", name, "--must-drain")
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert f"CRITICAL: rabbitmq:{name} draining = 0" in r.stdout
+    assert f"'rabbitmq:{name} draining'=0;;1:;0;1" in r.stdout.splitlines()[-1]
+
+
+def test_rabbitmq_only_check_ignores_other_brokers_on_the_host(rabbit_queue, rabbitmq_api):
+    # Kafka and Redis listen on this host too; naming RabbitMQ turns auto-detection off.
+    ch, name = rabbit_queue
+    ch.basic_publish("", name, b"m")
+    cmd = [sys.executable, "-m", "qdiag", "check", "--window", "1", "--rabbitmq", rabbitmq_api, "--queue", name,
+           "--max-depth", 100, "--format", "json"]
+    r = subprocess.run(list(map(str, cmd)), capture_output=True, text=True, timeout=120)
+    doc = json.loads(r.stdout)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert [c["status"] for c in doc["checks"]] == ["OK"]
+    ran = {p["name"]: p["status"] for p in doc["probes"]}
+    assert ran["rabbitmq"] == "ok"
+    assert all(ran.get(b) in (None, "not_applicable", "skipped") for b in ("kafka", "redis")), ran
+
+
+def test_rabbitmq_typo_names_the_broker_searched(rabbitmq_api, unique_name):
+    name = unique_name("orders-typo")
+    r = qdiag_check("--rabbitmq", rabbitmq_api, "--queue", name, "--max-depth", 10)
+    assert r.returncode == 3, r.stdout + r.stderr
+    assert f"UNKNOWN: no queue matches '{name}' on rabbitmq" in r.stdout
+    assert "give --kafka" not in r.stdout
+
+
+def test_redis_job_list_named_by_its_key_is_checked(redis_url, unique_name):
+    client = redis.Redis.from_url(redis_url)
+    name = unique_name("rq-check")
+    client.sadd("rq:queues", f"rq:queue:{name}")
+    client.rpush(f"rq:queue:{name}", *[f"job-{i}" for i in range(30)])
+    try:
+        r = qdiag_check("--redis", redis_url, "--queue", f"rq:queue:{name}", "--max-depth", 10)
+        assert r.returncode == 2, r.stdout + r.stderr
+        assert f"CRITICAL: redis:{name} depth = 30 (crit > 10)" in r.stdout
+    finally:
+        client.delete(f"rq:queue:{name}")
+        client.srem("rq:queues", f"rq:queue:{name}")

@@ -20,6 +20,7 @@ import uuid
 from collections import Counter
 from pathlib import Path
 
+import psutil
 import pytest
 
 from qdiag.config import Settings
@@ -323,9 +324,99 @@ def test_discovery_finds_the_local_consumer_process(rig, kafka_bootstrap):
         [found] = [d for d in discovered if d["pid"] == child.pid]
         assert "disc-worker" in found["via"] and found["subject"] == f"kafka:{topic}/{group}"
         assert os.getpid() not in {d["pid"] for d in discovered}
+        # the broker connects to its own port too, but it is never a member
+        brokers = {c.pid for c in psutil.net_connections(kind="tcp")
+                   if c.status == psutil.CONN_LISTEN and c.laddr.port == int(kafka_bootstrap.rsplit(":", 1)[1])}
+        assert brokers and not brokers & {d["pid"] for d in discovered}
     finally:
         child.stdin.close()
         child.wait(30)
+
+
+def test_many_samples_in_a_short_window_stay_apart(rig, kafka_bootstrap):
+    topic = rig.topic(1, "gap")
+    rig.produce(topic, {0: 5})
+    group = rig.group("gap")
+    rig.commit(group, {(topic, 0): 2})
+    obs = ok(kafka_bootstrap, groups=[group], window=1.0, options={"samples": 20, "keep_raw": True})
+    times = [s["t"] for s in obs["raw"]["samples"]]
+    assert obs["window"]["samples"] == len(times) == 3 and "20 samples asked" in obs["window"]["note"]
+    assert all(b - a >= 0.45 for a, b in zip(times, times[1:])), times
+    assert obs["requests"]["by_api"]["OffsetFetch"] == 3
+
+
+# --- groups that never commit, membership over the window, members gone ------------------------------------
+
+WORKLOADS = TESTS / "scenarios" / "workloads"
+
+
+def one_member_group(rig, kind: str, mode: str, records: dict[int, int]) -> tuple[str, str]:
+    """A two-partition topic with `records`, and a group whose one member (mode as in
+    Rig.member) has its assignment: (topic, group)."""
+    topic, group = rig.topic(2, kind), rig.group(kind)
+    rig.produce(topic, records)
+    assert rig.member(group, topic, client_id=f"{kind}-first", mode=mode, batch=5).wait(30)
+    rig.wait_state(group, "Stable", members=1)
+    return topic, group
+
+
+def test_a_member_that_never_commits_is_counted_from_the_log_start(rig, kafka_bootstrap):
+    topic, group = one_member_group(rig, "nocommit", "consume", {0: 30, 1: 20})
+    rig.keep_producing(topic, 2, per_second=20)
+    obs = ok(kafka_bootstrap, groups=[group], window=2.0)
+    q = queue_of(obs, group, topic)
+    assert rig.committed(group) == {}
+    assert q["status"] == "NO_COMMIT" and q["depth_basis"] == "log-start" and "auto.offset.reset" in q["notes"][0]
+    rows = rows_of(obs, group)
+    assert q["depth"] == sum(r["log_end"] - r["log_start"] for r in rows.values()) >= 50
+    assert q["not_progressing_partitions"] == 2 and q["no_commit_backlog"] == q["depth"]
+    assert q["group_samples"] == obs["window"]["samples"] and q["rebalances_seen"] == 0
+
+
+def test_members_joining_during_the_window_are_seen(rig, kafka_bootstrap):
+    topic, group = one_member_group(rig, "churn", "drain", {0: 10, 1: 10})
+    # a second member joins half-way through the window: the group rebalances
+    late = threading.Timer(1.0, lambda: rig.member(group, topic, client_id="second", mode="drain", batch=5))
+    late.start()
+    obs = ok(kafka_bootstrap, groups=[group], window=3.0, options={"samples": 4})
+    late.join()
+    membership = group_of(obs, group)["membership"]
+    assert membership["group_samples"] == 4
+    assert len(membership["members_joined"]) >= 1 and membership["rebalances_seen"] >= 1
+    assert membership["members_left"] == []
+
+
+def test_a_member_whose_process_was_killed_is_gone_not_stuck(rig, kafka_bootstrap):
+    topic = rig.topic(2, "gone")
+    rig.produce(topic, {0: 20, 1: 20})
+    group = rig.group("gone")
+    # a consumer on "its own host" (127.0.0.2), with a session long enough to outlive the check
+    child = subprocess.Popen([sys.executable, str(WORKLOADS / "kafka_poll_loop.py"), topic, "--group", group,
+                              "--bind", "127.0.0.2", "--session-timeout-ms", "12000", "--max-poll-records", "5"],
+                             stdout=subprocess.PIPE, text=True, env={**os.environ, "SCENARIO_KAFKA": kafka_bootstrap})
+    try:
+        assert child.stdout.readline().startswith("ready")
+        rig.wait_state(group, "Stable", members=1)
+        deadline = time.monotonic() + 30
+        while len(rig.committed(group)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.2)  # it has consumed and committed on both partitions
+        rig.keep_producing(topic, 2, per_second=10)
+        child.kill()
+        child.wait(10)
+        obs = ok(kafka_bootstrap, groups=[group], window=1.5)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait(10)
+        # the dead member stays until its session times out; only an empty group can be deleted
+        rig.wait_state(group, "Empty", timeout=30)
+    q = queue_of(obs, group, topic)
+    [member] = group_of(obs, group)["members"]
+    assert member["host"] == "/127.0.0.2" and member["gone"] is True
+    assert q["gone_members"] == 1 and q["consumers"] == 0 and q["gone_hosts"] == ["127.0.0.2"]
+    # its last connection closed when it was killed: seconds ago, not the whole TIME_WAIT
+    assert q["gone_for_s"] is not None and 0 <= q["gone_for_s"] < 30
+    assert {r["status"] for r in rows_of(obs, group).values()} == {"STOP"}
 
 
 # --- bad input -----------------------------------------------------------------------------------------
@@ -441,8 +532,9 @@ def test_requests_and_time_for_twenty_topics_and_ten_groups(rig, kafka_bootstrap
     # (plus one for the log start), whatever the number of groups and partitions
     assert by_api["OffsetFetch"] == samples
     assert by_api["ListOffsets"] == samples + 1
-    assert by_api["ListGroups"] == 1 and by_api["DescribeGroups"] == 1
-    assert obs["requests"]["total"] <= 6 * samples + 10
+    # one DescribeGroups before the window, then one per sample (membership over the window)
+    assert by_api["ListGroups"] == 1 and by_api["DescribeGroups"] == 1 + samples
+    assert obs["requests"]["total"] <= 7 * samples + 10
     assert result.duration_s < effective_timeout(all_probes()["kafka"], settings(kafka_bootstrap))
 
 
@@ -461,3 +553,18 @@ def test_nothing_of_this_module_is_left(kafka_bootstrap):
         assert left == []
     finally:
         admin.close()
+
+
+def test_queue_globs_match_topics_as_on_the_other_brokers(rig, kafka_bootstrap):
+    """--queue 'prefix-*' names topics by glob, as it names RabbitMQ queues and Redis keys; a glob
+    that matches no topic is reported, never silently dropped."""
+    a, b = rig.topic(1, "glob-a"), rig.topic(1, "glob-b")
+    rig.produce(a, {0: 5})
+    rig.produce(b, {0: 5})
+    group = rig.group("glob")
+    rig.commit(group, {(a, 0): 1, (b, 0): 2})
+    prefix = a.rsplit("glob-a", 1)[0]
+    obs = ok(kafka_bootstrap, queues=[prefix + "glob-*"], groups=[group])
+    assert {q["name"] for q in obs["queues"]} == {a, b}
+    result, _ = run(kafka_bootstrap, queues=[prefix + "glob-none-*"], groups=[group])
+    assert result.status == "error" and "glob-none-*" in result.error

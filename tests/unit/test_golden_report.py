@@ -17,7 +17,7 @@ from tests.cli_helper import run_cli, run_qdiag_process
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 UPDATE = os.environ.get("QDIAG_UPDATE_GOLDEN") == "1"
-CASES = ["v1-rabbitmq-redis-backlog", "v1-host-only", "v1-multi-queue-backlog"]
+CASES = ["v1-rabbitmq-redis-backlog", "v1-host-only", "v1-multi-queue-backlog", "v1-slow-dependency-consumers"]
 FORMATS = {"json": "json", "md": "markdown", "txt": "text"}
 
 

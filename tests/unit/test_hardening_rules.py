@@ -138,8 +138,9 @@ def test_a_broken_rule_keeps_a_quiet_run_from_being_called_healthy(monkeypatch):
 
 
 def _rank_pairwise(hits):
-    """rank()'s demotion as it was written before the index (the specification):
-    every item against every undemoted item."""
+    """rank()'s demotion written pairwise, as it was before the index (the
+    specification): every item against every undemoted item, a cause resting
+    only on context never explaining one in focus."""
     groups = {}
     for hit in hits:
         groups.setdefault((hit.rule.cause, hit.subject), []).append(hit)
@@ -152,8 +153,8 @@ def _rank_pairwise(hits):
         out_of_focus = all(hit.facts.get("focus") is False for hit in group)
         if out_of_focus:
             score *= engine.OUT_OF_FOCUS
-        scored.append({"id": cause, "subject": subject, "score": score, "hits": group})
-    undemoted = [(item["id"], item["score"], engine._queues_of(item)) for item in scored]
+        scored.append({"id": cause, "subject": subject, "score": score, "hits": group, "out_of_focus": out_of_focus})
+    undemoted = [(item["id"], item["score"], engine._queues_of(item), item["out_of_focus"]) for item in scored]
     out = {}
     for item in scored:
         causes = engine.EXPLAINED_BY.get(item["id"], ())
@@ -161,7 +162,9 @@ def _rank_pairwise(hits):
         if causes:
             mine = engine._queues_of(item)
             best = {}
-            for cause, score, theirs in undemoted:
+            for cause, score, theirs, aside in undemoted:
+                if aside and not item["out_of_focus"]:
+                    continue
                 if cause in causes and (not mine or not theirs or mine & theirs):
                     best[cause] = max(best.get(cause, 0.0), score)
             top = max(best.values(), default=0.0)

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from qdiag.probes import _kafka_lag as lag
+from qdiag.probes import _kafka_admin as admin_mod
 from qdiag.probes import kafka as probe
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "kafka"
@@ -386,15 +387,15 @@ def test_worst_partitions_read_committed_looks_at_stuck_small_lags_first():
 
 
 def test_member_assignment_shapes_of_both_kafka_python_generations():
-    assert probe._assignment({"assigned_partitions": [{"topic": "t", "partitions": [2, 0]}], "user_data": ""}) \
+    assert admin_mod.decode_assignment({"assigned_partitions": [{"topic": "t", "partitions": [2, 0]}], "user_data": ""}) \
         == {"t": [0, 2]}
 
     class Old:  # kafka-python 2.x ConsumerProtocolMemberAssignment
         assignment = [("t", [1, 0])]
 
-    assert probe._assignment(Old()) == {"t": [0, 1]}
-    assert probe._assignment(b"") == {}
-    assert probe._assignment(b"\x00\x01garbage") is None  # undecodable: unknown, not "no partitions"
+    assert admin_mod.decode_assignment(Old()) == {"t": [0, 1]}
+    assert admin_mod.decode_assignment(b"") == {}
+    assert admin_mod.decode_assignment(b"\x00\x01garbage") is None  # undecodable: unknown, not "no partitions"
 
 
 def test_options_are_checked():
@@ -413,7 +414,7 @@ def test_options_are_checked():
 
 
 def test_client_config_keeps_only_keys_the_client_knows():
-    config = probe._client_config({"bootstrap_servers": 0, "request_timeout_ms": 0, "connections_max_idle_ms": 0},
+    config = admin_mod.client_config({"bootstrap_servers": 0, "request_timeout_ms": 0, "connections_max_idle_ms": 0},
                                   dict(probe.DEFAULTS), ["h:1"], 2.0, 9.0)
     assert config == {"bootstrap_servers": ["h:1"], "request_timeout_ms": 2000, "connections_max_idle_ms": 9000}
     assert not any(isinstance(v, float) and math.isnan(v) for v in config.values())

@@ -388,3 +388,42 @@ def test_a_thread_that_was_woken_is_not_never_woke_even_with_the_same_wait():
 def test_no_samples_is_no_answer():
     doc = kw.summarise_process({}, {})
     assert doc["shares"] is None and doc["attribution"] == [] and doc["thread_samples"] == 0
+
+
+def test_a_connection_the_process_accepted_is_its_clients_not_a_dependency():
+    """A server thread waiting on a connection its own listener accepted waits for a client's
+    request (a broker's network thread, a consumer's health endpoint): never a dependency."""
+    sockets = {
+        1: {"proto": "tcp", "inode": 1, "local": "127.0.0.1:9092", "remote": "0.0.0.0:0", "state": "LISTEN"},
+        2: {"proto": "tcp", "inode": 2, "local": "127.0.0.1:9092", "remote": "127.0.0.1:38400",
+            "state": "ESTABLISHED"},
+        3: {"proto": "tcp", "inode": 3, "local": "127.0.0.1:51000", "remote": "10.0.0.5:5432",
+            "state": "ESTABLISHED"},
+    }
+    listening = kw.listening_ports(sockets)
+    assert listening == {9092}
+    inbound = kw.resolve_fd(7, "socket:[2]", sockets, listening)
+    outbound = kw.resolve_fd(8, "socket:[3]", sockets, listening)
+    assert inbound["kind"] == "inbound" and inbound["peer"] is None and inbound["label"] == "clients on :9092"
+    assert outbound["kind"] == "tcp" and outbound["peer"] == "10.0.0.5:5432"
+    wait = kw._fd_wait("epoll_wait", [inbound], {}, None)
+    assert wait.parts == (("local", "clients on :9092"),)
+
+
+def test_a_socket_too_young_for_the_tables_is_resolved_from_a_later_read():
+    """A per-request connection is often younger than the last table read: the sample keeps the
+    inode, and a later read that saw the connection names its peer."""
+    unresolved = kw.resolve_fd(5, "socket:[77]", {}, frozenset())
+    assert unresolved["kind"] == "socket" and unresolved["label"] == "socket:[77]"
+    wait = kw._fd_wait("poll", [unresolved], {}, None)
+    assert wait.parts == (("unknown", "socket:[77]"),)
+    later = {77: {"proto": "tcp", "inode": 77, "local": "127.0.0.1:50000", "remote": "10.0.0.9:8080",
+                  "state": "ESTABLISHED"},
+             78: {"proto": "tcp", "inode": 78, "local": "127.0.0.1:50001", "remote": "127.0.0.1:9092",
+                  "state": "ESTABLISHED"}}
+    assert kw.resolve_late(wait, later, frozenset(), {}).parts == (("peer", "10.0.0.9:8080"),)
+    broker_wait = kw.Wait((("unknown", "socket:[78]"),), "poll")
+    assert kw.resolve_late(broker_wait, later, frozenset(), {9092: "kafka"}).parts == (("broker", "127.0.0.1:9092"),)
+    # Never seen at all: stays unknown.
+    assert kw.resolve_late(kw.Wait((("unknown", "socket:[99]"),), "poll"), later, frozenset(), {}).parts == \
+        (("unknown", "socket:[99]"),)

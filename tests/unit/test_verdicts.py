@@ -102,3 +102,60 @@ def test_a_saturated_host_is_a_step_2_finding_even_with_no_consumer_linked():
 def test_a_quiet_host_has_no_step_2_finding():
     doc = report(snapshot(host()))
     assert doc["steps"][1]["findings"] == [] and "nothing found" in doc["steps"][1]["note"]
+
+
+def test_a_depth_the_broker_had_not_settled_is_not_a_healthy_zero():
+    """The management API trails the queue by a statistics interval: a zero it reports before
+    the exact count could be read is no measurement."""
+    stale = rabbit_queue("orders", depth=0, messages_ready=0, depth_settled=False,
+                         depth_settled_why="no exact count: AMQP unreachable")
+    doc = report(snapshot(host(), rabbitmq(stale), queues=["orders"]))
+    assert doc["verdict"] == "unknown"
+    assert any("not a measurement of now" in r and "AMQP unreachable" in r for r in doc["verdict_reasons"])
+
+
+def test_the_brokers_own_process_is_not_taken_for_a_consumer():
+    """Discovery by host claims every local process connected to the broker, the broker included;
+    its threads wait on its controller and clients, which says nothing about the consumers."""
+    from tests.unit.test_diagnosis import kafka, kafka_queue
+
+    broker = target(3598, selected=("discovered",), name="java",
+                    listening=[{"local": "127.0.0.1:9092"}, {"local": "127.0.0.1:9093"}])
+    consumer = target(7, selected=("--pid", "discovered"))
+    discovered = [{"pid": 3598, "subject": "kafka:t/g", "via": "kafka member"},
+                  {"pid": 7, "subject": "kafka:t/g", "via": "kafka member"}]
+    snap = snapshot(host(), processes(consumer, broker), kafka(kafka_queue("t", "g")), discovered=discovered,
+                    queues=["t"], groups=["g"], pids=[7])
+    from qdiag.diagnosis.facts import join
+
+    joined, _ = join(snap)
+    assert joined.consumer_of.get(7) == "kafka:t/g" and 3598 not in joined.consumer_of
+    assert joined.focus(3598) is False
+
+
+def test_a_cause_out_of_focus_does_not_demote_one_in_focus():
+    from qdiag.diagnosis import engine
+    from qdiag.diagnosis.playbook import Rule
+
+    def hit(cause, kind, strength, facts):
+        rule = Rule(id=f"r-{cause}", cause=cause, kind=kind, when="True", weight=1.0, evidence="e")
+        return engine.Hit(rule, f"s-{cause}", strength, "e", facts)
+
+    in_focus = hit("undersized-consumer-pool", "queue", 0.8, {"subject": "kafka:t/g", "focus": True})
+    aside = hit("slow-dependency", "threads", 0.9, {"queue": {}, "focus": False})
+    ranked = engine.rank([in_focus, aside])
+    assert ranked[0]["id"] == "undersized-consumer-pool" and ranked[0]["score"] == 0.8
+    assert "explained_by" not in ranked[0]
+
+
+def test_causes_in_focus_rank_before_causes_out_of_focus():
+    from qdiag.diagnosis import engine
+    from qdiag.diagnosis.playbook import Rule
+
+    def hit(cause, strength, focus):
+        rule = Rule(id=f"r-{cause}", cause=cause, kind="queue", when="True", weight=1.0, evidence="e")
+        return engine.Hit(rule, f"s-{cause}", strength, "e", {"subject": f"q-{cause}", "focus": focus})
+
+    ranked = engine.rank([hit("consumers-absent", 0.99, False), hit("slow-dependency", 0.4, True)])
+    assert [c["id"] for c in ranked] == ["slow-dependency", "consumers-absent"]
+    assert ranked[1]["out_of_focus"] is True
