@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from qdiag import __version__
+from qdiag.brokers import BROKERS
 from qdiag.errors import SnapshotError, UsageError
 
 SCHEMA_PREFIX = "qdiag.snapshot/"
@@ -466,7 +467,7 @@ def _validate(doc: dict, where: str) -> None:
     if targets is not None:
         _check(doc["settings"], (("targets", "an object", False),), "settings.", where)
         _check(targets, [(k, "an array of strings", False) for k in _TARGET_LISTS if k in targets]
-               + [(k, "a string or null", False) for k in ("kafka", "rabbitmq", "redis") if k in targets],
+               + [(k, "a string or null", False) for k in BROKERS if k in targets],
                "settings.targets.", where)
     for index, item in enumerate(doc["probes"]):
         _check(item, _PROBE, f"probes[{index}].", where)

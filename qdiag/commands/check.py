@@ -6,8 +6,6 @@ Exit codes follow monitoring plugins: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN.
 from __future__ import annotations
 
 import json
-import multiprocessing
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -18,21 +16,15 @@ from qdiag.check import junit, policy as pol
 from qdiag.collect import collect, lower_priority
 from qdiag.config import Settings
 from qdiag.environment import Environment
-from qdiag import errors
-from qdiag.errors import QdiagError, UsageError
+from qdiag.errors import UsageError
 from qdiag.inputs import load_rules
+from qdiag.isolated import collect_in_child
 from qdiag.report.build import build_report
 
 SCHEMA = "qdiag.check/1"
 FORMATS = ("text", "json")
 # --wait re-checks no more often than this, whatever the window.
 MIN_RETRY_INTERVAL_S = 1.0
-# With --wait, each attempt probes in a child process: a probe thread stuck in
-# a client call cannot be killed, and a client abandoned at the deadline keeps
-# its sockets and threads, so attempt after attempt against a hung broker
-# would pile them up in one process.  A child takes them all with it when it
-# exits.  It gets the run's --timeout plus this before it is killed.
-ATTEMPT_GRACE_S = 5.0
 
 
 def load_policy(settings: Settings, policy_file: str | None, flags: dict[str, Any]) -> pol.Policy:
@@ -51,57 +43,11 @@ def load_policy(settings: Settings, policy_file: str | None, flags: dict[str, An
 
 def run_once(settings: Settings, argv: list[str], policy: pol.Policy, rules: list,
              isolated: bool = False) -> tuple[list[ev.CheckResult], dict]:
+    # With --wait, each attempt probes in a child process (qdiag/isolated.py): what
+    # a hung broker's client leaves behind goes with the child.
     doc = collect_in_child(settings, argv) if isolated else collect(settings, argv)
     report = build_report(doc, rules)
     return ev.evaluate(report, doc, policy, settings.targets.queues), report
-
-
-def collect_in_child(settings: Settings, argv: list[str]) -> dict:
-    """collect() in a forked child that exits when it has answered (or is killed
-    ATTEMPT_GRACE_S after the run's --timeout): nothing a probe leaves behind
-    outlives the attempt."""
-    methods = multiprocessing.get_all_start_methods()
-    context = multiprocessing.get_context("fork" if "fork" in methods else None)
-    receiver, sender = context.Pipe(duplex=False)
-    child = context.Process(target=_attempt, args=(settings, argv, sender), name="qdiag-check-attempt", daemon=True)
-    child.start()
-    sender.close()
-    try:
-        if not receiver.poll(settings.timeout_s + ATTEMPT_GRACE_S):
-            raise QdiagError(f"a check attempt did not finish within --timeout {settings.timeout_s:g}s "
-                             f"+ {ATTEMPT_GRACE_S:g}s and was stopped", "run again with --debug to see where it hung")
-        answer = receiver.recv()
-    except EOFError:
-        raise QdiagError(f"a check attempt ended without an answer (exit status {child.exitcode})",
-                         "run again with --debug") from None
-    finally:
-        receiver.close()
-        if child.is_alive():
-            child.kill()
-        child.join(ATTEMPT_GRACE_S)
-        child.close()
-    if answer[0] == "ok":
-        return answer[1]
-    _, kind, message, hint = answer
-    raise getattr(errors, kind, QdiagError)(message, hint)
-
-
-def _attempt(settings: Settings, argv: list[str], sender) -> None:
-    try:
-        try:
-            answer = ("ok", collect(settings, argv))
-        except QdiagError as exc:
-            answer = ("error", type(exc).__name__, exc.message, exc.hint)
-        except BaseException as exc:  # noqa: BLE001 - the parent turns it into one line
-            first = str(exc).splitlines()[0] if str(exc) else ""
-            answer = ("error", "QdiagError", f"check attempt failed: {type(exc).__name__}: {first}",
-                      "run again with --debug")
-        sender.send(answer)
-        sender.close()
-    finally:
-        # Not sys.exit(): interpreter shutdown would wait on stuck threads and
-        # run the parent's exit handlers inherited through fork.
-        os._exit(0)
 
 
 def render_text(results: list[ev.CheckResult], status: str) -> str:
