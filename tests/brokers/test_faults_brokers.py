@@ -107,6 +107,18 @@ def private_redis_with_password(tmp_path):
 # --------------------------------------------------------------------------- stopped mid-run
 
 
+def investigate_during(chaos, server: PrivateRedis, *, window: float, timeout: float) -> dict:
+    """investigate the private Redis's "jobs" while `chaos` runs beside it."""
+    beside = threading.Thread(target=chaos)
+    beside.start()
+    try:
+        report, _, _ = investigate("--redis", f"redis://127.0.0.1:{server.port}/0", "--queue", "jobs",
+                                   window=window, timeout=timeout)
+    finally:
+        beside.join(HANG_GUARD_S)
+    return report
+
+
 def test_a_broker_stopped_mid_run_and_restarted_between_samples(private_redis):
     private_redis.command("RPUSH", "jobs", *map(str, range(50)))
 
@@ -117,13 +129,7 @@ def test_a_broker_stopped_mid_run_and_restarted_between_samples(private_redis):
         private_redis.start()
         private_redis.command("RPUSH", "jobs", *map(str, range(50)))
 
-    chaos = threading.Thread(target=bounce)
-    chaos.start()
-    try:
-        report, _, _ = investigate("--redis", f"redis://127.0.0.1:{private_redis.port}/0", "--queue", "jobs",
-                                   window=4.0, timeout=15)
-    finally:
-        chaos.join(HANG_GUARD_S)
+    report = investigate_during(bounce, private_redis, window=4.0, timeout=15)
     redis = probe(report, "redis")
     if redis["status"] == "ok":  # every sample fell outside the outage: the queue is reported
         assert any(q["name"] == "jobs" for q in report["queues"])
@@ -137,13 +143,12 @@ def test_a_broker_stopped_mid_run_and_restarted_between_samples(private_redis):
 
 def test_a_broker_stopped_mid_run_and_left_down(private_redis):
     private_redis.command("RPUSH", "jobs", "1")
-    stopper = threading.Timer(1.0, private_redis.stop)
-    stopper.start()
-    try:
-        report, _, _ = investigate("--redis", f"redis://127.0.0.1:{private_redis.port}/0", "--queue", "jobs",
-                                   window=3.0, timeout=12)
-    finally:
-        stopper.join(HANG_GUARD_S)
+
+    def stop_for_good():
+        time.sleep(1.0)
+        private_redis.stop()
+
+    report = investigate_during(stop_for_good, private_redis, window=3.0, timeout=12)
     redis = probe(report, "redis")
     assert redis["status"] == "error", redis
     assert any(word in redis["error"] for word in ("refused", "closed", "reset")), redis["error"]

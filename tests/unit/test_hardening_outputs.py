@@ -83,29 +83,33 @@ def test_a_binary_snapshot_is_not_written_to_a_terminal(tmp_path):
         os.close(follower)
 
 
+def nobodys_file(path: Path, mode: int) -> Path:
+    path.write_text("old\n")
+    os.chown(path, NOBODY, NOBODY)
+    path.chmod(mode)
+    return path
+
+
+def owner_group_mode(path: Path) -> tuple[int, int, int]:
+    info = os.stat(path)
+    return info.st_uid, info.st_gid, stat.S_IMODE(info.st_mode)
+
+
 @root_only
 def test_another_users_report_keeps_its_owner_group_and_mode(tmp_path):
-    out = tmp_path / "report.md"
-    out.write_text("old\n")
-    os.chown(out, NOBODY, NOBODY)
-    out.chmod(0o640)
+    out = nobodys_file(tmp_path / "report.md", 0o640)
     result = run_cli("report", SNAPSHOT, "--format", "markdown", "-o", out)
     assert result.code == 0, result.err
-    info = os.stat(out)
-    assert (info.st_uid, info.st_gid, stat.S_IMODE(info.st_mode)) == (NOBODY, NOBODY, 0o640)
+    assert owner_group_mode(out) == (NOBODY, NOBODY, 0o640)
     assert out.read_text().startswith("#")
     assert [p.name for p in tmp_path.iterdir()] == ["report.md"]
 
 
 @root_only
 def test_a_snapshot_over_a_readable_file_keeps_the_owner_and_becomes_private(tmp_path):
-    out = tmp_path / "s.json.gz"
-    out.write_text("old\n")
-    os.chown(out, NOBODY, NOBODY)
-    out.chmod(0o644)
+    out = nobodys_file(tmp_path / "s.json.gz", 0o644)
     snapshot.save(snapshot.load(SNAPSHOT), out)
-    info = os.stat(out)
-    assert (info.st_uid, info.st_gid, stat.S_IMODE(info.st_mode)) == (NOBODY, NOBODY, 0o600)
+    assert owner_group_mode(out) == (NOBODY, NOBODY, 0o600)
     assert snapshot.load(out)["schema"] == "qdiag.snapshot/1"
 
 

@@ -13,21 +13,11 @@ import time
 import pytest
 
 from qdiag import probe as P
-from qdiag.config import resolve
 from qdiag.runner import DISCOVERY_BUDGET_S, MESSAGE_ROOM_S, Runner, discovery_budget, message_room
 from tests.servers import silent_listener
+from tests.unit.test_runner import make, settings
 
 HANG_GUARD_S = 30
-
-
-def settings(tmp_path, **flags):
-    flags.setdefault("window", 0.2)
-    flags.setdefault("auto_detect", False)
-    return resolve(flags, env={}, cwd=tmp_path)
-
-
-def make(name, collect, **kw):
-    return P.Probe(name=name, collect=collect, description=name, **kw)
 
 
 def asks_a_silent_server(port: int):
