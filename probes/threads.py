@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import stat
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -108,7 +109,11 @@ def collect(ctx) -> dict:
     out["processes"] = [p.report() for p in procs]
     out["kernel_sampling"] = kernel.status if kernel else "no process to sample"
     ctx.partial.update(out)
-    dumped = [p for p in procs if p.dumps or p.kernel]
+    # The probe answers for its stacks: with none, it fails and says why (no
+    # permission to attach, not a Python or Java process, ...), even when the
+    # kernel's view was sampled; that view stays in the observations (they are
+    # kept with a failed probe) and the rules still read it.
+    dumped = [p for p in procs if p.dumps]
     if not dumped:
         failures = [p for p in procs if p.error]
         if failures and all(p.error_kind == "permission" for p in failures):
@@ -232,6 +237,7 @@ class _Target:
         self.kernel: dict | None = None  # the kernel's wait attribution over the window
         self.connections: list[dict] = []
         self.proc = None
+        self.started: float | None = None  # the process's start time, checked before each dump
         self.lines = _SourceLines(self.pid, ctx.paths.proc)
         try:
             self.proc = psutil.Process(self.pid)
@@ -264,9 +270,13 @@ class _Target:
             java_home = os.environ.get("JAVA_HOME")
             jdk_bin = os.path.join(java_home, "bin") if java_home else None
             self.tool = _find_tool(opts["jcmd"], "jcmd", jdk_bin) or _find_tool(None, "jstack", jdk_bin)
-            if self.tool is None:
+            refusal = _attach_refusal(ctx.paths.proc, self.pid, self.name)
+            if refusal is not None:
+                self.fail("unsupported", refusal)
+            elif self.tool is None:
                 self.fail("tool", f"no jcmd or jstack on this machine to dump Java pid {self.pid}: install a JDK "
                                   "(e.g. openjdk-17-jdk-headless) or run jcmd inside the process's container")
+        self.started = _start_time(psutil, self.pid)
 
     def fail(self, kind: str, message: str) -> None:
         self.error_kind, self.error = kind, message
@@ -302,6 +312,16 @@ class _Target:
 
     def dump(self) -> None:
         if self.error is not None or self.gone:
+            return
+        # The pid may have been reused since the process was looked at: never
+        # signal or attach to whatever runs under that number now.
+        if self.started is None or _start_time(self.psutil, self.pid) != self.started:
+            self.gone = True
+            if self.dumps:
+                self.notes.append(f"the process exited after {len(self.dumps)} dump(s); the summary uses those")
+            else:
+                self.fail("no-process", f"pid {self.pid} exited before it could be dumped "
+                                        "(the number may now belong to another process)")
             return
         offset = self.ctx.clock() - self.ctx.window_start
         if self.runtime == "python":
@@ -430,6 +450,87 @@ class _Target:
         if len(self.dumps) < 2:
             doc["notes"].append("only one dump: stuck threads and deadlocks need two or more")
         return doc
+
+
+# --------------------------------------------------------------------------- JVM attach safety
+
+# jcmd and jstack attach to a JVM by creating .attach_pid<pid> in its working
+# directory and sending it SIGQUIT; a JVM's signal handler then opens the attach
+# socket /tmp/.java_pid<pid>.  To anything else SIGQUIT's default action is to
+# die with a core dump, and a process that catches it without being a JVM keeps
+# the tool waiting 10 s and the .attach_pid file behind.  So a process is only
+# attached to when it shows it is a JVM (its perf-data file, or libjvm mapped)
+# and that SIGQUIT is safe (caught per /proc/PID/status, or the attach socket
+# already listening, which jcmd uses without signalling).
+SIGQUIT_BIT = 1 << (3 - 1)  # SigCgt is a mask of signals 1..64, bit n-1 for signal n
+
+
+def _status_fields(proc_root: str, pid: int) -> dict[str, str]:
+    fields = {}
+    try:
+        with open(f"{proc_root}/{pid}/status", encoding="ascii", errors="replace") as fh:
+            for line in fh:
+                key, _, value = line.partition(":")
+                fields[key] = value.strip()
+    except OSError:
+        pass
+    return fields
+
+
+def _in_target_tmp(proc_root: str, pid: int, name: str) -> str:
+    # Through /proc/PID/root: a JVM in a container has its own /tmp.
+    return f"{proc_root}/{pid}/root/tmp/{name}"
+
+
+def _has_perf_data(proc_root: str, pid: int, nspid: str) -> bool:
+    """/tmp/hsperfdata_<user>/<pid> as the JVM sees them (its user and pid in its own namespaces)."""
+    try:
+        with os.scandir(_in_target_tmp(proc_root, pid, "")) as entries:
+            for entry in entries:
+                if entry.name.startswith("hsperfdata_") and os.path.isfile(os.path.join(entry.path, nspid)):
+                    return True
+    except OSError:
+        pass
+    return False
+
+
+def _attach_refusal(proc_root: str, pid: int, name: str | None) -> str | None:
+    """Why jcmd must not be run on `pid`, or None when attaching is safe."""
+    from qdiag.runtime import read_runtime_maps
+
+    status = _status_fields(proc_root, pid)
+    nspid = (status.get("NSpid") or str(pid)).split()[-1]
+    jvm = _has_perf_data(proc_root, pid, nspid) or "/libjvm.so" in (read_runtime_maps(proc_root, pid) or "")
+    label = f"pid {pid} ({name or '?'})"
+    if not jvm:
+        return (f"{label} is named like Java but shows no sign of a JVM (no hsperfdata file, no libjvm.so mapped): "
+                "not signalled, since jcmd's SIGQUIT would kill it; what the kernel says its threads wait on is "
+                "still reported")
+    try:
+        caught = int(status.get("SigCgt", "0"), 16) & SIGQUIT_BIT
+    except ValueError:
+        caught = 0
+    if not caught and not stat.S_ISSOCK(_mode(_in_target_tmp(proc_root, pid, f".java_pid{nspid}"))):
+        return (f"JVM {label} does not catch SIGQUIT (started with -Xrs?) and has no attach socket: jcmd's attach "
+                "signal would kill it, so it was not dumped; what the kernel says its threads wait on is still "
+                "reported")
+    return None
+
+
+def _mode(path: str) -> int:
+    try:
+        return os.stat(path).st_mode
+    except OSError:
+        return 0
+
+
+def _start_time(psutil, pid: int) -> float | None:
+    """When the process now at `pid` started (per the kernel; read afresh, psutil
+    caches it per Process object), to tell it from a later one given the same pid."""
+    try:
+        return psutil.Process(pid).create_time()
+    except Exception:  # gone, or not readable: not the process that was looked at
+        return None
 
 
 # Seconds kept back from the deadline for the kernel sampler's summary.

@@ -1,4 +1,5 @@
-"""Where a command's output goes: standard output (no path, or `-`) or a file.
+"""Where a command's output goes: standard output (no path, or `-`) or a path
+(a file, or a device or FIFO written through: see qdiag/snapshot.py's write_atomic).
 
 Every output path a command was given is checked before any probe runs, so a
 typo costs a one-line error, not a whole run followed by a failed write.
@@ -9,12 +10,13 @@ from __future__ import annotations
 import os
 import shlex
 import shutil
+import stat
 import subprocess
 from pathlib import Path
 
 from qdiag.environment import Environment
 from qdiag.errors import UsageError
-from qdiag.snapshot import write_atomic
+from qdiag.snapshot import OutputRefused, inspect_output, write_atomic
 
 STDOUT = "-"
 
@@ -24,21 +26,31 @@ def is_stdout(path: str | None) -> bool:
 
 
 def check_writable(path: str | None, option: str, example: str) -> None:
-    """Raise a UsageError naming `option` when a file could not be written at `path`."""
+    """Raise a UsageError naming `option` when a file could not be written at `path`.
+
+    How each kind of path is written (a new file, an existing file replaced
+    keeping its owner and mode, a device or FIFO written through) is decided in
+    qdiag/snapshot.py's write_atomic(); this checks the same rules up front."""
     if is_stdout(path):
         return
     target = Path(path)
-    if target.is_dir():
-        raise UsageError(f"{option} {path} is a directory", f"give a file name, e.g. {option} {example}")
-    parent = target.parent if str(target.parent) else Path(".")
+    try:
+        existing = inspect_output(target)
+    except OutputRefused as exc:
+        hint = f"give a file name, e.g. {option} {example}" if exc.problem == "is a directory" else exc.hint
+        raise UsageError(f"{option} {path} {exc.problem}", hint) from None
+    if existing is not None and not stat.S_ISREG(existing.st_mode):
+        return  # written through: /dev/null, a terminal, a FIFO
+    # A regular file is replaced by a rename in the directory it is in (for a symlink, the file it points to).
+    real = Path(os.path.realpath(target)) if existing is not None else target
+    parent = real.parent if str(real.parent) else Path(".")
     if not parent.exists():
         raise UsageError(f"{option} {path}: directory {parent} does not exist", "create it or choose another path")
     if not parent.is_dir():
         raise UsageError(f"{option} {path}: {parent} is not a directory", "choose another path")
-    if target.exists() and not os.access(target, os.W_OK):
-        raise UsageError(f"{option} {path}: the file is not writable", "check its permissions or choose another path")
-    if not target.exists() and not os.access(parent, os.W_OK | os.X_OK):
-        raise UsageError(f"{option} {path}: directory {parent} is not writable",
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise UsageError(f"{option} {path}: directory {parent} is not writable"
+                         + (" (the file is replaced by a rename there)" if existing is not None else ""),
                          "check its permissions or choose another path")
 
 
@@ -56,7 +68,7 @@ def write_text(env: Environment, path: str | None, text: str) -> None:
 def write_bytes(env: Environment, path: str | None, data: bytes, *, mode: int, what: str) -> None:
     """Binary output (a gzip snapshot) to a file, or to stdout when it is not a terminal."""
     if not is_stdout(path):
-        write_atomic(Path(path), data, mode=mode)
+        write_atomic(Path(path), data, mode=mode, binary=True)
         return
     binary = env.stdout_bytes
     if env.stdout_isatty or binary is None:

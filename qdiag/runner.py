@@ -20,10 +20,19 @@ from qdiag.errors import UsageError
 
 log = logging.getLogger("qdiag.runner")
 
-# Seconds the discovery phase may take before the window opens.
+# Seconds the discovery phase may take before the window opens, at most, and
+# the share of the run's spare time (--timeout minus the window) it may take:
+# with a short --timeout, discovery must not eat the probes' budget.
 DISCOVERY_BUDGET_S = 3.0
+DISCOVERY_SHARE = 0.2
 # Time kept back from the global deadline to build and print the report.
 REPORT_RESERVE_S = 0.5
+# A probe's own deadline falls this much before the runner stops waiting for it
+# (at most; a tenth of its time when that is less): a client call bounded by
+# ctx.io_timeout() times out at the deadline, and the probe then has this long
+# to say so in its own words ("no answer from 10.0.0.5:9092 within 2.0s")
+# before the runner records a bare timeout.
+MESSAGE_ROOM_S = 0.5
 MAX_ERROR_CHARS = 300
 
 
@@ -57,6 +66,17 @@ def effective_timeout(probe: P.Probe, settings: Settings) -> float:
     if isinstance(own, (int, float)) and not isinstance(own, bool) and own > 0:
         allowance = float(own)
     return settings.window_s + allowance
+
+
+def discovery_budget(settings: Settings) -> float:
+    """Seconds discovery may take: DISCOVERY_SHARE of the time the run has beside its window, at most DISCOVERY_BUDGET_S."""
+    spare = settings.timeout_s - settings.window_s - REPORT_RESERVE_S
+    return max(0.0, min(DISCOVERY_BUDGET_S, DISCOVERY_SHARE * spare))
+
+
+def message_room(span: float) -> float:
+    """Seconds between a probe's own deadline and the runner's cutoff, for a probe given `span` seconds."""
+    return max(0.0, min(MESSAGE_ROOM_S, 0.1 * span))
 
 
 def one_line(exc: BaseException) -> str:
@@ -118,7 +138,7 @@ class Runner:
         for result in results.values():
             self.on_event(result.name, result.status)
 
-        discovered = self._discover(runnable, min(global_deadline, start + DISCOVERY_BUDGET_S))
+        discovered = self._discover(runnable, min(global_deadline, start + discovery_budget(self.settings)))
         for result in self._run_all(runnable, global_deadline, discovered):
             results[result.name] = result
         return [results[p.name] for p in self.probes], discovered
@@ -159,12 +179,15 @@ class Runner:
         started: dict[str, float] = {}
         lock = threading.Lock()
         threads = []
+        cutoffs: dict[str, float] = {}
         for probe in probes:
             # Probe threads are daemons: one stuck in a C call cannot be killed,
             # but it must never keep qdiag from exiting.
-            deadline = min(global_deadline, self.clock() + effective_timeout(probe, self.settings))
-            ctx = self._context(probe.name, deadline, discovered)
+            now = self.clock()
+            cutoff = min(global_deadline, now + effective_timeout(probe, self.settings))
+            ctx = self._context(probe.name, cutoff - message_room(cutoff - now), discovered)
             contexts[probe.name] = ctx
+            cutoffs[probe.name] = cutoff
             thread = threading.Thread(target=self._run_one, args=(probe, ctx, done, lock, started),
                                       name=f"probe-{probe.name}", daemon=True)
             threads.append((probe, thread))
@@ -172,7 +195,7 @@ class Runner:
             thread.start()
 
         for probe, thread in threads:
-            thread.join(max(0.0, contexts[probe.name].deadline - self.clock()))
+            thread.join(max(0.0, cutoffs[probe.name] - self.clock()))
         out = []
         for probe, thread in threads:
             with lock:
@@ -181,7 +204,7 @@ class Runner:
                     # Still running at its deadline: record a timeout, keep what it had.
                     ctx = contexts[probe.name]
                     waited = self.clock() - started.get(probe.name, ctx.window_start)
-                    reason = ("the run's --timeout was reached" if ctx.deadline >= global_deadline
+                    reason = ("the run's --timeout was reached" if cutoffs[probe.name] >= global_deadline
                               else f"no answer within {effective_timeout(probe, self.settings):g}s")
                     result = ProbeResult(probe.name, P.TIMEOUT, waited, reason, _detached_copy(ctx.partial))
                     done[probe.name] = result

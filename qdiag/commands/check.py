@@ -18,6 +18,7 @@ from qdiag.config import Settings
 from qdiag.environment import Environment
 from qdiag.errors import UsageError
 from qdiag.inputs import load_rules
+from qdiag.isolated import collect_in_child
 from qdiag.report.build import build_report
 
 SCHEMA = "qdiag.check/1"
@@ -40,8 +41,11 @@ def load_policy(settings: Settings, policy_file: str | None, flags: dict[str, An
     return policy
 
 
-def run_once(settings: Settings, argv: list[str], policy: pol.Policy, rules: list) -> tuple[list[ev.CheckResult], dict]:
-    doc = collect(settings, argv)
+def run_once(settings: Settings, argv: list[str], policy: pol.Policy, rules: list,
+             isolated: bool = False) -> tuple[list[ev.CheckResult], dict]:
+    # With --wait, each attempt probes in a child process (qdiag/isolated.py): what
+    # a hung broker's client leaves behind goes with the child.
+    doc = collect_in_child(settings, argv) if isolated else collect(settings, argv)
     report = build_report(doc, rules)
     return ev.evaluate(report, doc, policy, settings.targets.queues), report
 
@@ -70,7 +74,7 @@ def run(env: Environment, settings: Settings, argv: list[str], *, flags: dict[st
     show_progress = bool(env.stderr_isatty)
     while True:
         attempts += 1
-        results, report = run_once(settings, argv, policy, rules)
+        results, report = run_once(settings, argv, policy, rules, isolated=wait_s is not None)
         status = ev.worst(r.status for r in results)
         remaining = (wait_s or 0) - (time.monotonic() - began)
         if status == ev.OK or wait_s is None or remaining <= 0:

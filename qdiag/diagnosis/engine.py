@@ -56,27 +56,56 @@ def _strength(rule: Rule, facts: dict) -> float:
     value = expr.evaluate(rule.strength_tree, facts)
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return 1.0 if value else 0.0
-    return max(0.0, min(1.0, float(value)))
+    try:
+        value = float(value)
+    except OverflowError:  # an integer fact past any float: as strong as it gets
+        value = 1.0 if value > 0 else 0.0
+    return max(0.0, min(1.0, value)) if value == value else 0.0  # nan: no strength
 
 
-def evaluate(rules: list[Rule], snapshot: dict, baseline: dict | None = None) -> list[Hit]:
-    return evaluate_subjects(rules, list(subjects(snapshot, baseline)))
+def evaluate(rules: list[Rule], snapshot: dict, baseline: dict | None = None,
+             broken: list[dict] | None = None) -> list[Hit]:
+    return evaluate_subjects(rules, list(subjects(snapshot, baseline)), broken)
 
 
-def evaluate_subjects(rules: list[Rule], all_subjects: list[Subject]) -> list[Hit]:
+def evaluate_subjects(rules: list[Rule], all_subjects: list[Subject], broken: list[dict] | None = None) -> list[Hit]:
+    """Every rule on every subject of its kind.  A rule that raises (a playbook
+    the validator could not fault, facts it did not foresee) is recorded in
+    `broken` with its first error and the number of subjects it failed on; the
+    other rules still run."""
     hits = []
+    failed: dict[str, dict] = {}
     for rule in rules:
         for subject in all_subjects:
             if subject.kind != rule.kind:
                 continue
-            if not expr.evaluate(rule.when_tree, subject.facts):
+            try:
+                hit = _apply(rule, subject)
+            except Exception as exc:  # noqa: BLE001 - isolation is the point
+                entry = failed.setdefault(rule.id, {"rule": rule.id, "source": rule.source, "subjects": 0,
+                                                    "error": f"{type(exc).__name__}: {str(exc)[:160]}".rstrip(": ")})
+                entry["subjects"] += 1
                 continue
-            strength = _strength(rule, subject.facts)
-            if strength <= 0:
-                continue
-            subject_id = template.render(rule.subject, subject.facts) if rule.subject else subject.id
-            hits.append(Hit(rule, subject_id, strength, template.render(rule.evidence, subject.facts), subject.facts))
+            if hit is not None:
+                hits.append(hit)
+    if broken is not None:
+        broken.extend(failed.values())
     return hits
+
+
+def _apply(rule: Rule, subject: Subject) -> Hit | None:
+    if not expr.evaluate(rule.when_tree, subject.facts):
+        return None
+    strength = _strength(rule, subject.facts)
+    if strength <= 0:
+        return None
+    subject_id = template.render(rule.subject, subject.facts) if rule.subject else subject.id
+    return Hit(rule, subject_id, strength, template.render(rule.evidence, subject.facts), subject.facts)
+
+
+def broken_rule_text(entry: dict) -> str:
+    return (f"rule {entry.get('rule')} ({entry.get('source')}) could not be evaluated on {entry.get('subjects')} "
+            f"subject(s) and was left out: {entry.get('error')}")
 
 
 def rank(hits: list[Hit]) -> list[dict[str, Any]]:
@@ -95,21 +124,30 @@ def rank(hits: list[Hit]) -> list[dict[str, Any]]:
         if out_of_focus:
             score *= OUT_OF_FOCUS
         scored.append({"id": cause, "subject": subject, "score": score, "hits": group, "out_of_focus": out_of_focus})
-    # A cause resting only on things the user did not point at cannot explain one they did.
-    undemoted = [(item["id"], item["score"], _queues_of(item), item["out_of_focus"]) for item in scored]
-    for item in scored:
+    # The best undemoted score per cause: over every item (for evidence that
+    # concerns no queue in particular), over items that name no queue, and per
+    # queue; one pass, so that thousands of queues do not cost a pairwise scan.
+    # Kept twice: over every item, and over the items in focus only, since a
+    # cause resting only on things the user did not point at cannot explain one
+    # they did.
+    queues_of = [_queues_of(item) for item in scored]
+    indexes = {True: _ScoreIndex(), False: _ScoreIndex()}  # keyed by "may be explained by context"
+    for item, theirs in zip(scored, queues_of):
+        indexes[True].add(item["id"], item["score"], theirs)
+        if not item["out_of_focus"]:
+            indexes[False].add(item["id"], item["score"], theirs)
+    for item, mine in zip(scored, queues_of):
         causes = EXPLAINED_BY.get(item["id"], ())
         if not causes:
             continue
         # Only evidence that can concern this item's queue explains it: a stuck
         # consumer of another queue says nothing about why this one is full.
-        mine = _queues_of(item)
         best: dict[str, float] = {}
-        for cause, score, theirs, aside in undemoted:
-            if aside and not item["out_of_focus"]:
-                continue
-            if cause in causes and (not mine or not theirs or mine & theirs):
-                best[cause] = max(best.get(cause, 0.0), score)
+        index = indexes[item["out_of_focus"]]
+        for cause in causes:
+            found = index.best(cause, mine)
+            if found is not None:
+                best[cause] = found
         top = max(best.values(), default=0.0)
         if top < SCORE_FLOOR:
             continue
@@ -140,6 +178,39 @@ def rank(hits: list[Hit]) -> list[dict[str, Any]]:
             cause["out_of_focus"] = True
         out.append(cause)
     return out
+
+
+class _ScoreIndex:
+    """The best score per cause over some items: over all of them, over those
+    whose evidence names no queue, and per queue they name."""
+
+    def __init__(self) -> None:
+        self.any: dict[str, float] = {}
+        self.unqueued: dict[str, float] = {}
+        self.by_queue: dict[str, dict[str, float]] = {}
+
+    def add(self, cause: str, score: float, queues: set[str]) -> None:
+        self.any[cause] = max(self.any.get(cause, score), score)
+        if not queues:
+            self.unqueued[cause] = max(self.unqueued.get(cause, score), score)
+        for queue in queues:
+            per = self.by_queue.setdefault(cause, {})
+            per[queue] = max(per.get(queue, score), score)
+
+    def best(self, cause: str, mine: set[str]) -> float | None:
+        """The best score of `cause` among the items that can concern `mine`
+        (every item when `mine` is empty; else those naming no queue or one of
+        `mine`); None when there is none."""
+        if not mine:
+            return self.any.get(cause)
+        found = self.unqueued.get(cause, -1.0)
+        per = self.by_queue.get(cause)
+        if per:
+            for queue in mine:
+                score = per.get(queue, -1.0)
+                if score > found:
+                    found = score
+        return found if found >= 0.0 else None  # scores are >= 0
 
 
 def _queues_of(item: dict) -> set[str]:
@@ -215,7 +286,19 @@ def _why_nothing(number: int, statuses: dict) -> str:
     return "skipped: no data" + (" (" + "; ".join(reasons) + ")" if reasons else "")
 
 
-def assess(snapshot: dict, queues: list[dict], causes: list[dict], shared: dict | None = None) -> dict[str, Any]:
+def assess(snapshot: dict, queues: list[dict], causes: list[dict], shared: dict | None = None,
+           broken: list[dict] | None = None) -> dict[str, Any]:
+    """_assess(), and rules that could not be evaluated: a run whose rules did
+    not all run cannot be called healthy, and the reader is told which."""
+    assessed = _assess(snapshot, queues, causes, shared)
+    if broken:
+        assessed["reasons"] = list(assessed["reasons"]) + [broken_rule_text(b) for b in broken]
+        if assessed["verdict"] == "healthy":
+            assessed["verdict"] = "unknown"
+    return assessed
+
+
+def _assess(snapshot: dict, queues: list[dict], causes: list[dict], shared: dict | None = None) -> dict[str, Any]:
     """The verdict and, when it is not plain, why: {"verdict", "reasons"}.
 
     healthy:  the queues in focus were measured over the window, every probe

@@ -73,6 +73,24 @@ _ALLOWED = (ast.Expression, ast.BoolOp, ast.And, ast.Or, ast.UnaryOp, ast.Not, a
             ast.Compare, ast.Name, ast.Load, ast.Constant, ast.Attribute, ast.Call, ast.List, ast.Tuple,
             ast.IfExp, *_BINOPS, *_CMPOPS)
 MAX_LENGTH = 2000
+# The evaluator recurses once per level: a nesting limit far below Python's
+# recursion limit keeps `- - - … x` or `a.b.b.b…` from crashing the report.
+# Real rules nest about 6 levels; a sum of 40 terms nests 40.
+MAX_DEPTH = 50
+# Constants beyond this are not thresholds but a way to overflow float()
+# (a 400-digit strength).  Facts larger than this become floats before any
+# arithmetic, so no expression can build a huge integer either.
+MAX_NUMBER = 10 ** 18
+
+
+def _depth(tree: ast.AST) -> int:
+    """Nesting depth of the tree, counted without recursion."""
+    deepest, stack = 0, [(tree, 1)]
+    while stack:
+        node, depth = stack.pop()
+        deepest = max(deepest, depth)
+        stack.extend((child, depth + 1) for child in ast.iter_child_nodes(node))
+    return deepest
 
 
 def parse(source: str) -> ast.Expression:
@@ -85,7 +103,14 @@ def parse(source: str) -> ast.Expression:
         tree = ast.parse(source.strip(), mode="eval")
     except SyntaxError as exc:
         raise ExprError(f"syntax error at column {exc.offset}: {exc.msg}") from None
+    except (RecursionError, MemoryError, ValueError):  # the parser's own limits
+        raise ExprError(f"expression nested deeper than {MAX_DEPTH} levels") from None
+    if _depth(tree) > MAX_DEPTH:
+        raise ExprError(f"expression nested deeper than {MAX_DEPTH} levels (split it, or use min()/max())")
     for node in ast.walk(tree):
+        if isinstance(node, ast.Constant) and _is_number(node.value) and not _in_range(node.value):
+            raise ExprError(f"number {str(node.value)[:24]}{'…' if len(str(node.value)) > 24 else ''} is out of "
+                            f"range (at most {MAX_NUMBER:.0e} in size)")
         if not isinstance(node, _ALLOWED):
             raise ExprError(f"'{type(node).__name__}' is not allowed in a playbook expression")
         if isinstance(node, ast.Attribute) and node.attr.startswith("_"):
@@ -108,6 +133,21 @@ def evaluate(tree: ast.Expression, facts: Mapping[str, Any]) -> Any:
 
 def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _in_range(value: float) -> bool:
+    return abs(value) <= MAX_NUMBER  # False for inf and nan too
+
+
+def _bounded(value: Any) -> Any:
+    """A number fit for arithmetic: a huge integer (JSON allows 4,300 digits)
+    becomes a float, or None when no float can hold it."""
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) > MAX_NUMBER:
+        try:
+            return float(value)
+        except OverflowError:
+            return None
+    return value
 
 
 def _eval(node: ast.AST, facts: Mapping[str, Any]) -> Any:
@@ -144,13 +184,13 @@ def _eval(node: ast.AST, facts: Mapping[str, Any]) -> Any:
             return not operand
         return -operand if _is_number(operand) else None
     if isinstance(node, ast.BinOp):
-        left, right = _eval(node.left, facts), _eval(node.right, facts)
+        left, right = _bounded(_eval(node.left, facts)), _bounded(_eval(node.right, facts))
         # Numbers only: "x" * 10**9 must not be a way to exhaust memory.
         if not (_is_number(left) and _is_number(right)):
             return None
         try:
             return _BINOPS[type(node.op)](left, right)
-        except (ZeroDivisionError, TypeError):
+        except (ArithmeticError, TypeError):  # division by zero, int/int past a float
             return None
     if isinstance(node, ast.Compare):
         left = _eval(node.left, facts)
@@ -166,10 +206,10 @@ def _eval(node: ast.AST, facts: Mapping[str, Any]) -> Any:
             left = right
         return True
     if isinstance(node, ast.Call):
-        args = [_eval(a, facts) for a in node.args]
+        args = [_bounded(_eval(a, facts)) for a in node.args]
         try:
             return FUNCTIONS[node.func.id](*args)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, ArithmeticError):
             return None
     if isinstance(node, (ast.List, ast.Tuple)):
         return [_eval(e, facts) for e in node.elts]

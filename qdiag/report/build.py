@@ -5,7 +5,8 @@ Format history: qdiag.report/1 first version.  Keys may be added; renaming or
 removing one means qdiag.report/2.  Added since: "qdiag_version", "command",
 "targets", "named", "discovered" (what produced the snapshot and what it looked
 at); "focus" on each queue row; more queue detail keys (QUEUE_DETAIL_KEYS);
-"consumers" (each consumer process: where its threads spent the window).
+"consumers" (each consumer process: where its threads spent the window);
+"broken_rules" (rules that raised and were left out; only when there are some).
 """
 
 from __future__ import annotations
@@ -215,7 +216,8 @@ def build_report(snapshot: dict, rules: list[Rule], baseline: dict | None = None
     settings = snapshot.get("settings") or {}
     joined, contributors = facts.join(snapshot, baseline)
     all_subjects = list(facts.subjects_of(joined, contributors))
-    hits = engine.evaluate_subjects(rules, all_subjects)
+    broken: list[dict] = []  # rules that raised: left out, and said so (engine.evaluate_subjects)
+    hits = engine.evaluate_subjects(rules, all_subjects, broken)
     ranked = engine.rank(hits)
     root_causes = [c for c in ranked if c["score"] >= engine.SCORE_FLOOR]
     consumers = _consumers(all_subjects, {q["subject"] for q in queues})
@@ -225,11 +227,12 @@ def build_report(snapshot: dict, rules: list[Rule], baseline: dict | None = None
         "generated_at": snapshot["created_at"],
         "host": snapshot["host"].get("hostname"),
         "window_s": snapshot["window_s"],
-        **_verdict(engine.assess(snapshot, queues, ranked, joined.shared)),
+        **_verdict(engine.assess(snapshot, queues, ranked, joined.shared, broken)),
         "queues": queues,
         "consumers": consumers,
         "root_causes": root_causes,
         "steps": engine.steps(hits, snapshot),
+        **({"broken_rules": broken} if broken else {}),
         "probes": [{"name": p["name"], "status": p["status"], "duration_s": p.get("duration_s", 0.0),
                     "error": p.get("error")} for p in snapshot["probes"]],
         "baseline": baseline.get("created_at") if baseline else None,
