@@ -14,6 +14,7 @@ from typing import Any, Mapping
 
 from qdiag import targets as tg
 from qdiag.brokers import BROKERS
+from qdiag.tomlpos import key_line
 from qdiag.errors import ConfigError, UsageError
 
 if sys.version_info >= (3, 11):
@@ -163,11 +164,7 @@ def _deeper_than(doc: Any, limit: int) -> bool:
 
 
 def _line_of(text: str, key: str) -> int | None:
-    pattern = re.compile(rf"^\s*(\[+\s*)?[\"']?{re.escape(key)}[\"']?\s*[=\]]")
-    for number, line in enumerate(text.splitlines(), 1):
-        if pattern.search(line):
-            return number
-    return None
+    return key_line(text, key)
 
 
 def read_config_file(config: ConfigFile | Path) -> dict[str, Any]:

@@ -26,6 +26,7 @@ from typing import Any, Mapping
 from qdiag.config import parse_toml
 from qdiag.diagnosis.taxonomy import CAUSES
 from qdiag.errors import ConfigError, UsageError
+from qdiag.tomlpos import key_line
 
 
 @dataclass(frozen=True)
@@ -93,10 +94,7 @@ def threshold_keys(scope: str) -> dict[str, tuple[Metric, str]]:
 
 
 def _line_of(text: str, key: str) -> int:
-    for number, line in enumerate(text.splitlines(), 1):
-        if re.match(rf"^\s*[\"']?{re.escape(key)}[\"']?\s*=", line) or re.match(rf"^\s*\[[^\]]*{re.escape(key)}", line):
-            return number
-    return 1
+    return key_line(text, key) or 1
 
 
 def parse_levels(scope: str, table: Mapping[str, Any], where) -> dict[str, Level]:

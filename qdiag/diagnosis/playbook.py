@@ -28,6 +28,7 @@ from qdiag.config import parse_toml
 from qdiag.diagnosis import expr, template
 from qdiag.diagnosis.taxonomy import CAUSES
 from qdiag.errors import ConfigError
+from qdiag.tomlpos import key_line
 
 SCHEMA = "qdiag.playbook/1"
 SUBJECT_KINDS = ("queue", "host", "process", "dependency", "threads", "log", "broker")
@@ -66,14 +67,7 @@ def _rule_lines(text: str) -> list[int]:
 
 
 def _key_line(text: str, start: int, key: str) -> int:
-    lines = text.splitlines()
-    for n in range(start, len(lines) + 1):
-        line = lines[n - 1]
-        if n > start and re.match(r"^\s*\[", line):
-            break
-        if re.match(rf"^\s*{re.escape(key)}\s*=", line):
-            return n
-    return start
+    return key_line(text, key, start, within_table=True) or start
 
 
 def parse_text(text: str, source: str) -> list[Rule]:
