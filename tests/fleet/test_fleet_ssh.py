@@ -101,8 +101,10 @@ def test_a_deadlocked_consumer_on_another_host_is_ranked_first_with_its_host(lab
     assert matched[0]["peer"].startswith(web1.address + ":")
     # py-spy is not where the single file runs: the threads probe there says what it needs, and the
     # kernel's view of the threads is what found the consumer stuck.
+    # No stack could be taken there, so the probe ends as a failure naming what it needs; the
+    # kernel's view it sampled stays in its observations, and the rules read it.
     threads = next(p for p in report["probes"] if p["name"] == "threads@web-1")
-    assert threads["status"] == "ok"
+    assert threads["status"] in ("error", "not_applicable") and "py-spy" in (threads["error"] or "")
     web1 = next(h["snapshot"] for h in snapshots.load(saved)["fleet"]["hosts"] if h["name"] == "web-1")
     dumped = next(p for p in web1["probes"] if p["name"] == "threads")["observations"]["processes"]
     assert "py-spy is not installed" in dumped[0]["error"] and "py_spy" in dumped[0]["error"]
