@@ -308,20 +308,27 @@ def _read_regular(path: Path) -> bytes:
         os.close(fd)
 
 
-def _gunzip(raw: bytes, where: str) -> bytearray:
-    """Decompress in bounded steps: never more than MAX_JSON_BYTES (+ one chunk) in memory."""
-    out = bytearray()
+def _gunzip(raw: bytes, where: str) -> bytes:
+    """Decompress into one buffer of at most MAX_JSON_BYTES (+1 to tell "more"): zlib is told the
+    most it may return, so a bomb is refused without inflating it, and no growing buffer is
+    copied on the way (a bytearray grown chunk by chunk held two copies at its peak)."""
+    members, total, data = [], 0, raw
     try:
-        with gzip.GzipFile(fileobj=io.BytesIO(raw), mode="rb") as stream:
-            while chunk := stream.read(CHUNK):
-                out += chunk
-                if len(out) > MAX_JSON_BYTES:
-                    raise SnapshotError(f"{where}: decompresses to more than {MAX_JSON_BYTES >> 20} MiB, "
-                                        "not a qdiag snapshot", _NOT_OURS)
-    except (OSError, EOFError, zlib.error) as exc:
+        while data:
+            inflate = zlib.decompressobj(wbits=31)  # gzip framing
+            out = inflate.decompress(data, MAX_JSON_BYTES + 1 - total)
+            total += len(out)
+            if total > MAX_JSON_BYTES or inflate.unconsumed_tail:
+                raise SnapshotError(f"{where}: decompresses to more than {MAX_JSON_BYTES >> 20} MiB, "
+                                    "not a qdiag snapshot", _NOT_OURS)
+            if not inflate.eof:
+                raise EOFError("compressed data ends before the end-of-stream marker")
+            members.append(out)
+            data = inflate.unused_data.lstrip(b"\0")  # another gzip member, or padding
+    except (EOFError, zlib.error) as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise SnapshotError(f"{where}: not a qdiag snapshot (cannot decode: {reason})", _NOT_OURS) from None
-    return out  # bytes-like; not copied again
+    return members[0] if len(members) == 1 else b"".join(members)
 
 
 def _depth_exceeds(doc: Any, limit: int) -> bool:
