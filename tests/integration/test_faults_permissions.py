@@ -74,6 +74,13 @@ def as_nobody():
                 shutil.copytree(source, packages / name, ignore=shutil.ignore_patterns("__pycache__"))
             elif source.is_file():
                 shutil.copy2(source, packages / name)
+        # qdiag itself as an install lays it out (qdiag.probes and qdiag.playbooks inside the
+        # package): the checkout keeps them at the top, and only an editable install maps them.
+        app = root / "app"
+        ignore = shutil.ignore_patterns("__pycache__", "probes", "playbooks")
+        shutil.copytree(REPO / "qdiag", app / "qdiag", ignore=ignore, symlinks=False)
+        shutil.copytree(REPO / "probes", app / "qdiag" / "probes", ignore=shutil.ignore_patterns("__pycache__"))
+        shutil.copytree(REPO / "playbooks", app / "qdiag" / "playbooks", ignore=shutil.ignore_patterns("__pycache__"))
         if PY_SPY:
             shutil.copy2(PY_SPY, tools / "py-spy")
         for path in [root, *root.rglob("*")]:
@@ -83,7 +90,7 @@ def as_nobody():
         work.chmod(0o1777)
 
         def run(*args, cwd: Path = work, timeout: float = HANG_GUARD_S * 2) -> subprocess.CompletedProcess:
-            env = {"PATH": f"{tools}:/usr/bin:/bin", "PYTHONPATH": f"{REPO}:{packages}", "HOME": str(work),
+            env = {"PATH": f"{tools}:/usr/bin:/bin", "PYTHONPATH": f"{app}:{packages}", "HOME": str(work),
                    "XDG_CONFIG_HOME": str(work / ".config"), "LANG": "C.UTF-8", "PYTHONDONTWRITEBYTECODE": "1"}
             return subprocess.run(["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups",
                                    SYSTEM_PYTHON, "-m", "qdiag", *map(str, args)],
