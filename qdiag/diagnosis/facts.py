@@ -412,9 +412,11 @@ def join_core(snapshot: dict, baseline_snapshot: dict | None,
         "backlog_in_focus": backlog_in_focus,
         "queues_backing_up": sum(1 for q in queues if q["backing_up"]),
         "queues_known": len(queues),
-        # Consumer-side rules explain a backlog; with no broker probed there is
-        # no way to know of one, and they run on the consumer's evidence alone.
-        "backlog_or_unknown": backlog_in_focus or not queues,
+        # Consumer-side rules explain a backlog; with no broker probed, or a queue in
+        # focus whose figures were not measured, there is no way to know of one, and
+        # they run on the consumer's evidence alone.
+        "backlog_or_unknown": backlog_in_focus or not queues or any(
+            q["focus"] and (q.get("depth_settled") is False or q.get("status") == "unknown") for q in queues),
     })
     return joined
 

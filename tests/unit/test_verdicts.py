@@ -159,3 +159,17 @@ def test_causes_in_focus_rank_before_causes_out_of_focus():
     ranked = engine.rank([hit("consumers-absent", 0.99, False), hit("slow-dependency", 0.4, True)])
     assert [c["id"] for c in ranked] == ["slow-dependency", "consumers-absent"]
     assert ranked[1]["out_of_focus"] is True
+
+
+def test_an_unmeasured_queue_does_not_silence_the_consumer_side():
+    """A depth the broker had not settled is no proof of a backlog, nor of its absence: the
+    consumer's own evidence (here its thread waiting on one peer all window) still speaks."""
+    from tests.unit.test_kernel_rules import PEER, kernel, with_kernel
+
+    stale = rabbit_queue("orders", depth=0, messages_ready=0, rate_in=None, rate_out=None, depth_settled=False,
+                         depth_settled_why="no exact count")
+    proc = with_kernel(7, kernel(peer_share=0.9))
+    doc = report(snapshot(host(), processes(target(7)), thread_probe(proc), rabbitmq(stale), queues=["orders"],
+                          pids=[7]))
+    assert doc["root_causes"][0]["id"] == "slow-dependency"
+    assert doc["root_causes"][0]["subject"] == f"dependency:tcp://{PEER}"
