@@ -312,9 +312,9 @@ def _waits(thread_waits: dict, processes: list[dict], endpoints: list[dict], bro
     it.  A wait whose peer the probe could not tell counts for the one
     endpoint the process is connected to, if there is exactly one."""
     out = {}
+    by_pid = {p.get("pid"): p for p in processes}
     for pid, peers in thread_waits.items():
-        remotes = set(((next((p for p in processes if p.get("pid") == pid), {}) .get("connections")) or {})
-                      .get("remotes") or {})
+        remotes = set(((by_pid.get(pid) or {}).get("connections") or {}).get("remotes") or {})
         counts: dict[str, float] = {}
         for peer, threads in (peers or {}).items():
             if peer and port_of(peer) in broker_ports:
