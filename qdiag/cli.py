@@ -7,11 +7,13 @@ against fake streams, which is how the tests run it."""
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import inspect
 import logging
 import os
 import sys
+import time
 from contextlib import redirect_stderr, redirect_stdout
 from dataclasses import dataclass, field
 from enum import Enum
@@ -101,6 +103,8 @@ class Invocation:
     argv: list[str] = field(default_factory=lambda: ["qdiag"])  # recorded in snapshots (redacted)
     debug: bool = False
     log_handler: logging.Handler | None = None
+    # Monotonic moment the run began (the process's start for the CLI): --timeout counts from it.
+    started: float = field(default_factory=time.monotonic)
 
 
 def _invocation(ctx: typer.Context) -> Invocation:
@@ -238,7 +242,8 @@ def _settings(ctx: typer.Context, params: dict):
     # A value click took from a QDIAG_* variable is dropped here: config.py reads the
     # same variable itself, with its own list syntax and precedence.
     flags = {key: None if _from_environment(ctx, name) else values[name] for name, key in names.items()}
-    return config.resolve(flags, env=run.env.vars, cwd=run.env.working_dir)
+    settings = config.resolve(flags, env=run.env.vars, cwd=run.env.working_dir)
+    return dataclasses.replace(settings, started_at=run.started)
 
 
 def _from_environment(ctx: typer.Context, name: str) -> bool:
@@ -532,6 +537,11 @@ def main(argv: list[str] | None = None, env: Environment | None = None) -> int:
     args = sys.argv[1:] if argv is None else list(argv)
     env = env or Environment()
     run = Invocation(env=env, argv=["qdiag", *args], debug="--debug" in args)
+    if argv is None:  # the process itself, not a call in-process
+        from qdiag import watchdog
+
+        run.started = watchdog.process_started()
+        watchdog.allow_alarm()
     try:
         # Help and usage errors are printed by click itself, to sys.stdout/sys.stderr.
         with redirect_stdout(env.stdout), redirect_stderr(env.stderr):

@@ -5,11 +5,11 @@ redacted snapshot document."""
 from __future__ import annotations
 
 import logging
-import os
+import time
 from contextlib import contextmanager
 from typing import Any, TextIO
 
-from qdiag import autodetect, snapshot
+from qdiag import autodetect, snapshot, watchdog
 from qdiag.brokers import BROKERS
 from qdiag.config import Settings
 from qdiag.redact import Redactor, redact_url
@@ -18,12 +18,19 @@ from qdiag.runner import run_probes
 log = logging.getLogger("qdiag")
 
 
-def lower_priority() -> None:
-    """qdiag runs on hosts that are already struggling: never compete with the workload."""
-    try:
-        os.nice(10)
-    except OSError:
-        pass
+def guard(stderr: TextIO, settings: Settings, *, beyond_s: float = 0.0):
+    """The watchdog over the probing (qdiag/watchdog.py): the run ends within its
+    --timeout (plus `beyond_s`, for what is allowed longer, and a grace), counted
+    from the run's start.
+
+    qdiag used to lower its own CPU priority (nice 10) here.  On a host whose
+    cores are all busy, which is when it is run, that left it a few percent of
+    one core: a 30 s deadline became minutes.  It now runs at the priority it is
+    started with; its cost is small (see the README), and `nice -n 10 qdiag ...`
+    still puts the workload first for those who want that."""
+    started = settings.started_at if settings.started_at is not None else time.monotonic()
+    return watchdog.guard(stderr, deadline=started + settings.timeout_s + beyond_s, timeout_s=settings.timeout_s,
+                          debug=settings.debug)
 
 
 def _broker_label(target: Any) -> str | None:

@@ -45,6 +45,9 @@ class Settings:
     config_file: str | None = None
     sections: Mapping[str, Any] = field(default_factory=dict)  # other tables ([check], ...), for their commands
     debug: bool = False
+    # Monotonic moment the run began (for the CLI, the process's start): the
+    # --timeout counts from it.  None: from when the probes start.
+    started_at: float | None = None
 
     def options_for(self, probe: str) -> Mapping[str, Any]:
         return self.probe_options.get(probe, {})

@@ -120,7 +120,10 @@ class Runner:
 
     def run(self) -> tuple[list[ProbeResult], list[dict]]:
         """Returns (one result per probe, in registry order; discovered consumers)."""
-        start = self.clock()
+        now = self.clock()
+        # The --timeout counts from the run's start (the process's, for the CLI): time
+        # spent starting up and reading the config comes out of the same budget.
+        start = now if self.settings.started_at is None else min(now, self.settings.started_at)
         global_deadline = start + self.settings.timeout_s - REPORT_RESERVE_S
         results: dict[str, ProbeResult] = {}
         runnable: list[P.Probe] = []
@@ -138,7 +141,7 @@ class Runner:
         for result in results.values():
             self.on_event(result.name, result.status)
 
-        discovered = self._discover(runnable, min(global_deadline, start + discovery_budget(self.settings)))
+        discovered = self._discover(runnable, min(global_deadline, now + discovery_budget(self.settings)))
         for result in self._run_all(runnable, global_deadline, discovered):
             results[result.name] = result
         return [results[p.name] for p in self.probes], discovered

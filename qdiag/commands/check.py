@@ -5,6 +5,7 @@ Exit codes follow monitoring plugins: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -13,12 +14,12 @@ from typing import Any
 from qdiag import outputs
 from qdiag.check import evaluate as ev
 from qdiag.check import junit, policy as pol
-from qdiag.collect import collect, lower_priority
+from qdiag.collect import collect, guard
 from qdiag.config import Settings
 from qdiag.environment import Environment
 from qdiag.errors import UsageError
 from qdiag.inputs import load_rules
-from qdiag.isolated import collect_in_child
+from qdiag.isolated import ATTEMPT_GRACE_S, collect_in_child
 from qdiag.report.build import build_report
 
 SCHEMA = "qdiag.check/1"
@@ -50,6 +51,28 @@ def run_once(settings: Settings, argv: list[str], policy: pol.Policy, rules: lis
     return ev.evaluate(report, doc, policy, settings.targets.queues), report
 
 
+def _until_ok(env: Environment, settings: Settings, argv: list[str], policy: pol.Policy, rules: list,
+              wait_s: float | None, began: float) -> tuple[list[ev.CheckResult], dict, str, int]:
+    """One attempt, or (with --wait) attempts until OK or the wait is over:
+    (results, report, worst status, attempts)."""
+    show_progress = bool(env.stderr_isatty)
+    attempts = 0
+    while True:
+        attempts += 1
+        # Each attempt has the whole --timeout, counted from its own start; the first from the run's.
+        attempt = settings if attempts == 1 else dataclasses.replace(settings, started_at=time.monotonic())
+        results, report = run_once(attempt, argv, policy, rules, isolated=wait_s is not None)
+        status = ev.worst(r.status for r in results)
+        remaining = (wait_s or 0) - (time.monotonic() - began)
+        if status == ev.OK or wait_s is None or remaining <= 0:
+            return results, report, status, attempts
+        if show_progress:
+            failing = [r for r in results if r.status != ev.OK]
+            env.stderr.write(f"\r[{time.monotonic() - began:5.0f}s/{wait_s:g}s] {status}: {failing[0].message[:100]}")
+            env.stderr.flush()
+        time.sleep(min(MIN_RETRY_INTERVAL_S, max(0.0, remaining)))
+
+
 def render_text(results: list[ev.CheckResult], status: str) -> str:
     counts = {s: sum(1 for r in results if r.status == s) for s in (ev.CRITICAL, ev.WARNING, ev.UNKNOWN, ev.OK)}
     summary = ", ".join(f"{n} {s.lower()}" for s, n in counts.items() if n)
@@ -68,22 +91,13 @@ def run(env: Environment, settings: Settings, argv: list[str], *, flags: dict[st
     outputs.check_writable(junit_file, "--junit", "qdiag-junit.xml")
     policy = load_policy(settings, policy_file, flags)
     rules = load_rules(rules_files)
-    lower_priority()
     began = time.monotonic()
-    attempts = 0
+    # With --wait, the last attempt may start as the wait ends and take its own --timeout and grace.
+    beyond = 0.0 if wait_s is None else (began - (settings.started_at or began)) + wait_s + MIN_RETRY_INTERVAL_S \
+        + ATTEMPT_GRACE_S
+    with guard(env.stderr, settings, beyond_s=beyond):
+        results, report, status, attempts = _until_ok(env, settings, argv, policy, rules, wait_s, began)
     show_progress = bool(env.stderr_isatty)
-    while True:
-        attempts += 1
-        results, report = run_once(settings, argv, policy, rules, isolated=wait_s is not None)
-        status = ev.worst(r.status for r in results)
-        remaining = (wait_s or 0) - (time.monotonic() - began)
-        if status == ev.OK or wait_s is None or remaining <= 0:
-            break
-        if show_progress:
-            failing = [r for r in results if r.status != ev.OK]
-            env.stderr.write(f"\r[{time.monotonic() - began:5.0f}s/{wait_s:g}s] {status}: {failing[0].message[:100]}")
-            env.stderr.flush()
-        time.sleep(min(MIN_RETRY_INTERVAL_S, max(0.0, remaining)))
     if show_progress and attempts > 1:
         env.stderr.write("\n")
     elapsed = time.monotonic() - began

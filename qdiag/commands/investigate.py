@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from qdiag import outputs, snapshot as snap
-from qdiag.collect import anything_probed, collect, lower_priority
+from qdiag.collect import anything_probed, collect, guard
 from qdiag.config import Settings
 from qdiag.environment import Environment
 from qdiag.errors import NothingProbed
@@ -28,18 +28,18 @@ def run(env: Environment, settings: Settings, argv: list[str], *, fmt: str, outp
         from qdiag.fleet import remote as rm
 
         specs = [rm.parse_spec(value) for value in fleet["collect"]]
-        lower_priority()
-        # The targets start first: their windows then open about when this host's does.
-        remote = rm.start(specs, settings, env.vars, command=fleet.get("command"),
-                          kube_context=fleet.get("kube_context"), kube_container=fleet.get("kube_container"))
-    else:
-        lower_priority()
-    doc = collect(settings, argv, progress=env.stderr if env.stderr_isatty else None,
-                  color=env.color(env.stderr_isatty))
-    if remote is not None:
-        from qdiag.fleet.merge import Taken, hostname, merge
+    # The remote hosts are given their connection's allowance beyond the --timeout.
+    with guard(env.stderr, settings, beyond_s=rm.CONNECT_ALLOWANCE_S if fleet.get("collect") else 0.0):
+        if fleet.get("collect"):
+            # The targets start first: their windows then open about when this host's does.
+            remote = rm.start(specs, settings, env.vars, command=fleet.get("command"),
+                              kube_context=fleet.get("kube_context"), kube_container=fleet.get("kube_container"))
+        doc = collect(settings, argv, progress=env.stderr if env.stderr_isatty else None,
+                      color=env.color(env.stderr_isatty))
+        if remote is not None:
+            from qdiag.fleet.merge import Taken, hostname, merge
 
-        doc = merge([Taken(name=hostname(doc), doc=doc), *remote.finish()])
+            doc = merge([Taken(name=hostname(doc), doc=doc), *remote.finish()])
     if save:
         if outputs.is_stdout(save):
             outputs.write_bytes(env, save, snap.dumps(doc), mode=0o600, what="the snapshot")

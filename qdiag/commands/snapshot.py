@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from qdiag import outputs, snapshot as snap
-from qdiag.collect import anything_probed, collect, lower_priority
+from qdiag.collect import anything_probed, collect, guard
 from qdiag.config import Settings
 from qdiag.environment import Environment
 from qdiag.errors import NothingProbed, UsageError
@@ -16,9 +16,9 @@ def run(env: Environment, settings: Settings, argv: list[str], *, output: str | 
     if to_stdout and env.stdout_isatty:
         raise UsageError("refusing to write the snapshot (gzip) to a terminal", "redirect it: qdiag snapshot -o - > FILE")
     outputs.check_writable(output, "--output", "incident.json.gz")
-    lower_priority()
-    doc = collect(settings, argv, progress=env.stderr if env.stderr_isatty else None,
-                  color=env.color(env.stderr_isatty))
+    with guard(env.stderr, settings):
+        doc = collect(settings, argv, progress=env.stderr if env.stderr_isatty else None,
+                      color=env.color(env.stderr_isatty))
     ok = sum(1 for p in doc["probes"] if p["status"] == "ok")
     if to_stdout:
         outputs.write_bytes(env, output, snap.dumps(doc), mode=0o600, what="the snapshot")
