@@ -119,5 +119,6 @@ def guard(stderr: TextIO, *, deadline: float, timeout_s: float, debug: bool = Fa
         yield
     finally:
         done.set()
+        thread.join(1.0)  # it returns at once; a caller counting threads sees it gone
         if alarmed:
             signal.alarm(0)

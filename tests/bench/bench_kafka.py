@@ -43,7 +43,6 @@ import json
 import os
 import re
 import signal
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -52,10 +51,9 @@ import time
 import uuid
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
-# This tree's qdiag, here and in the children (an installed qdiag may be another checkout).
-sys.path.insert(0, str(REPO))
-CHILD_ENV = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _measure import REPO, children, kill as _kill, kill_all, measured, median  # noqa: E402
+
 PEER_TOOL = REPO / "tests" / "rig" / "kafka-consumer-groups"
 
 # Runs qdiag's CLI with a counter on kafka-python's one request path
@@ -75,39 +73,6 @@ atexit.register(lambda: open(out, "w").write(json.dumps(dict(counts))))
 from qdiag.cli import main
 main()
 """
-
-_children: list[subprocess.Popen] = []  # started by this script, killed on the way out
-
-
-# --- child processes --------------------------------------------------------------------------
-
-def measured(cmd: list[str], *, cwd: Path, stdout=subprocess.DEVNULL, timeout: float = 300) -> dict:
-    """Wall seconds, CPU seconds and peak RSS (MB) of one child and its reaped children."""
-    began = time.perf_counter()
-    proc = subprocess.Popen(cmd, cwd=cwd, stdout=stdout, stderr=subprocess.PIPE, start_new_session=True,
-                            env=CHILD_ENV)
-    _children.append(proc)
-    timer = threading.Timer(timeout, lambda: _kill(proc))
-    timer.start()
-    try:
-        err = proc.stderr.read()
-        _, status, usage = os.wait4(proc.pid, 0)
-        proc.returncode = os.waitstatus_to_exitcode(status)
-    finally:
-        timer.cancel()
-        _children.remove(proc)
-    return {"wall_s": time.perf_counter() - began, "cpu_s": usage.ru_utime + usage.ru_stime,
-            "rss_mb": usage.ru_maxrss / 1024, "exit": proc.returncode, "stderr": err.decode(errors="replace")}
-
-
-def _kill(proc: subprocess.Popen) -> None:
-    """Kill a child this script started, with whatever it started (its own session)."""
-    if proc.poll() is None:
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-
 
 # --- the broker's health ------------------------------------------------------------------------
 
@@ -278,7 +243,7 @@ class Bench:
                            "prefix": self.prefix})
         self.members = subprocess.Popen([sys.executable, __file__, "--_members", spec], stdin=subprocess.PIPE,
                                         stdout=subprocess.PIPE, text=True, start_new_session=True)
-        _children.append(self.members)
+        children.append(self.members)
         line = _readline(self.members.stdout, 120)
         if line.strip() != "ready":
             states = {g: (d.get("group_state"), len(d.get("members") or []))
@@ -307,8 +272,8 @@ class Bench:
         except (subprocess.TimeoutExpired, OSError):
             _kill(proc)
             proc.wait(10)
-        if proc in _children:
-            _children.remove(proc)
+        if proc in children:
+            children.remove(proc)
 
     def cleanup(self) -> list[str]:
         """Deletes this run's groups and topics; returns what could not be deleted."""
@@ -540,11 +505,6 @@ def compare(qdiag: tuple[dict, dict], peer: dict, peer_run: dict) -> dict:
                 "peer_rows": peer_count.get(k, 0)} for k in miscounted[:5]]}
 
 
-def median(values) -> float | None:
-    values = [v for v in values if v is not None]
-    return statistics.median(values) if values else None
-
-
 # --- main ---------------------------------------------------------------------------------------
 
 def main() -> None:
@@ -680,9 +640,7 @@ def main() -> None:
         print("interrupted; cleaning up", file=sys.stderr)
         results["interrupted"] = True
     finally:
-        for proc in list(_children):
-            if proc is not bench.members:
-                _kill(proc)
+        kill_all(keep=(bench.members,))
         problems = bench.cleanup()
         results["cleanup_problems"] = problems
         results["health"]["after_cleanup"] = broker_health(pid, bench.admin)
