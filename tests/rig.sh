@@ -76,6 +76,8 @@ ensure_debian_packages() {
     # The fleet tests (tests/fleet) run an sshd per network namespace and reach it with ssh.
     if [[ ! -x /usr/sbin/sshd ]]; then missing+=(openssh-server); fi
     if ! command -v ssh >/dev/null; then missing+=(openssh-client); fi
+    # The benchmarks (tests/bench) read each child's peak memory from GNU time.
+    if [[ ! -x /usr/bin/time ]]; then missing+=(time); fi
     ((${#missing[@]})) || return 0
     local log="$QDIAG_RIG_DIR/apt.log"
     say "installing Debian packages: ${missing[*]} (log: $log)"

@@ -15,8 +15,8 @@ machine falls on both sides alike):
       Kafka     kafka-consumer-groups --describe --all-groups (tests/bench/bench_kafka.py
                 builds the data and runs both; rows are compared, see there);
       RabbitMQ  rabbitmqctl list_queues -p VHOST name messages_ready messages_unacknowledged consumers;
-      Redis     redis-cli --scan --type stream, piped into redis-cli as one XINFO GROUPS per stream
-                (every group's lag and pending count).
+      Redis     redis-cli --scan --pattern (the streams' keys), piped into redis-cli as one XINFO
+                GROUPS per stream (every group's lag and pending count).
 Each measured by wait4 (tests/bench/_measure.py): wall seconds, CPU seconds and
 peak RSS, children included.  qdiag's wall time is given beyond its sampling
 window (the peers take one look; qdiag watches rates over the window, which
@@ -130,11 +130,19 @@ def redis_streams(sizes: list[int], runs: int, window: float, workdir: Path) -> 
         try:
             print(f"redis: {count} streams under {prefix}", file=sys.stderr)
             bd.build(r, prefix, count, 0, 0, keys)
-            peer = ["sh", "-c", f"{cli} -n 14 --scan --type stream | sed 's/^/XINFO GROUPS /' | {cli} -n 14"]
+            # The streams by their key pattern (redis-cli 7.0 has no --scan --type); pipefail: a
+            # failing scan must not pass for a fast one.
+            peer = ["bash", "-c", f"set -o pipefail; {cli} -n 14 --scan --pattern '{prefix}s*' "
+                                  f"| sed 's/^/XINFO GROUPS /' | {cli} -n 14 | grep -c '^lag$'"]
             ours, theirs = [], []
             for run in range(runs):
                 ours.append(qdiag_cli("redis", REDIS_URL, window, workdir, run))
-                theirs.append(measured(peer, cwd=workdir))
+                with open(workdir / "peer.out", "wb") as out:
+                    theirs.append(measured(peer, cwd=workdir, stdout=out))
+                seen = (workdir / "peer.out").read_text().strip()
+                if theirs[-1]["exit"] != 0 or not seen.isdigit() or int(seen) < count:
+                    raise SystemExit(f"the redis-cli peer did not read every stream's groups (exit "
+                                     f"{theirs[-1]['exit']}, {seen or 'nothing'} groups): {theirs[-1]['stderr'][-300:]}")
             req = ours[-1]["obs"].get("requests") or {}
             rows.append(_row("Redis", f"{count:,} streams", "redis-cli --scan + XINFO GROUPS each", ours, theirs,
                              f"{req.get('round_trips')} round trips, {req.get('commands')} commands"))
@@ -213,7 +221,7 @@ def markdown(rows: list[dict], runs: int, window: float, argv: list[str]) -> str
             notes.append(f"peer failed {r['peer_failures']}x")
         if r.get("parity_mismatches"):
             notes.append(f"{r['parity_mismatches']} rows differ")
-        ratio = f"{r['ratio']:.1f}×" if r["ratio"] else "—"
+        ratio = "—" if not r["ratio"] else f"{r['ratio']:.1f}×" if r["ratio"] >= 1 else f"{r['ratio']:.2f}×"
         lines.append(f"| {r['broker']} | {r['size']} | {r['qdiag_beyond_window_s']:.2f} s | {r['peer']} "
                      f"| {r['peer_wall_s']:.2f} s | {ratio} | {r['qdiag_cpu_s']:.2f} s | {r['peer_cpu_s']:.2f} s "
                      f"| {r['qdiag_rss_mb']:.0f} MB | {r['peer_rss_mb']:.0f} MB | {r['qdiag_requests'] or '—'}"
