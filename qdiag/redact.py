@@ -271,6 +271,14 @@ def _names_only(args: list[str]) -> list[str]:
 
 # ---------------------------------------------------------------- documents
 
+# Keys and names repeat thousands of times in a document (every partition row
+# has the same keys, every row of a group its group and topic): each distinct
+# short string is masked once per Redactor.  Bounded, so that a document of
+# distinct strings costs no more memory than a cache-less pass plus this.
+_MEMO_MAX_CHARS = 200
+_MEMO_MAX_ENTRIES = 50_000
+
+
 class Redactor:
     """Scrubs known secret values (collected from the targets) and anything that
     looks like a secret, everywhere in a JSON-like document."""
@@ -280,6 +288,8 @@ class Redactor:
         self._secrets = sorted({s for s in (secrets or ()) if isinstance(s, str) and len(s) >= 3},
                                key=len, reverse=True)
         self._known = _known_pattern(self._secrets)
+        self._memo: dict[str, str] = {}
+        self._secret_keys: dict[str, bool] = {}
 
     @staticmethod
     def is_secret_key(key: str) -> bool:
@@ -293,9 +303,27 @@ class Redactor:
         return value
 
     def _value(self, value: str) -> str:
+        if len(value) > _MEMO_MAX_CHARS:
+            return self._masked(value)
+        done = self._memo.get(value)
+        if done is None:
+            done = self._masked(value)
+            if len(self._memo) < _MEMO_MAX_ENTRIES:
+                self._memo[value] = done
+        return done
+
+    def _masked(self, value: str) -> str:
         if not _MORE_THAN_ONE_WORD.search(value):
             return scrub_text(value)  # a name: masked by position only (see the module's rule)
         return self.text(value)
+
+    def _is_secret_key(self, key: str) -> bool:
+        found = self._secret_keys.get(key)
+        if found is None:
+            found = bool(_SECRET_KEY.search(key))
+            if len(self._secret_keys) < _MEMO_MAX_ENTRIES:
+                self._secret_keys[key] = found
+        return found
 
     def __call__(self, doc: Any) -> Any:
         if isinstance(doc, str):
@@ -303,7 +331,7 @@ class Redactor:
         if isinstance(doc, dict):
             out = {}
             for key, value in doc.items():
-                if isinstance(key, str) and _SECRET_KEY.search(key) and value not in (None, "", False):
+                if isinstance(key, str) and self._is_secret_key(key) and value not in (None, "", False):
                     out[key] = MASK
                 else:
                     out[self._value(key) if isinstance(key, str) else key] = self(value)
