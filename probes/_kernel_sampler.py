@@ -38,6 +38,7 @@ MAX_CONNECTIONS = 32       # TCP connections whose TCP info is read per process 
 MAX_FD_SCAN = 4096         # fd links read when listing a process's sockets
 MAX_WAIT_FDS = 256         # fds resolved per blocked call (a poll or epoll on thousands: the first ones)
 MAX_SAMPLES = 3000         # samples kept per thread (a 5-minute window at 100 ms)
+FIRST_TICK_WAIT_S = 1.0    # start() waits at most this long for the first sample
 TABLE_REFRESH_S = 1.0      # re-read the socket tables this often, to see new connections
 MISS_REFRESH_S = 0.2       # and at most this often when a waited-on socket is not in them ...
 # ... unless the tables are small: a client that opens a connection per request
@@ -83,6 +84,7 @@ class _Process:
         self.ticks = 0
         self.first_t: float | None = None
         self.last_t: float | None = None
+        self.previous_t: float | None = None  # the tick before the last
         self.machine = owner.machine if owner.machine in kw.SYSCALL_TABLES else None
         self.tcp_info_why: str | None = None
         if self.machine is None:
@@ -131,7 +133,7 @@ class _Process:
         self.ticks += 1
         self.resolved = {}  # fds are reused: resolve afresh each tick, once per fd
         self.first_t = now if self.first_t is None else self.first_t
-        self.last_t = now
+        self.previous_t, self.last_t = self.last_t, now
         self.threads_seen = max(self.threads_seen, len(tids))
         if now - self.tables_at >= TABLE_REFRESH_S:
             self._refresh_tables(now)
@@ -175,7 +177,11 @@ class _Process:
         if track["sched"] is None:  # read at the first sample; the end of the window once, by finish()
             sched = self._schedstat(tdir)
             track["sched"] = (sched, sched) if sched is not None else False
-        sample = self._classify(tdir, stat["state"])
+        # The thread's sample at the tick just before, if any: a wait the kernel resumed since
+        # (restart_syscall) is read through it.
+        last = track["samples"][-1] if track["samples"] else None
+        previous = last if last is not None and last["t"] == self.previous_t else None
+        sample = self._classify(tdir, stat["state"], previous)
         if sample is not None and len(track["samples"]) < MAX_SAMPLES:
             sample["t"] = now
             track["samples"].append(sample)
@@ -187,8 +193,9 @@ class _Process:
         except OSError:
             return None
 
-    def _classify(self, tdir: str, state: str) -> dict | None:
+    def _classify(self, tdir: str, state: str, previous: dict | None = None) -> dict | None:
         call, args, readable, wchan, fds, fd_problem = None, (), True, None, None, None
+        resumed = False
         if state != "R":
             try:
                 parsed = pp.parse_syscall(read_proc(f"{tdir}/syscall", 512))
@@ -210,12 +217,19 @@ class _Process:
                     wchan = pp.parse_wchan(read_proc(f"{tdir}/wchan", 256))
                 except OSError:
                     wchan = None
+            if call == "restart_syscall" and previous is not None:
+                carried = kw.resumed_call(previous.get("call"), previous.get("args") or (), wchan)
+                if carried is not None:
+                    (call, args), resumed = carried, True
             request = kw.fd_request(call, args) if call else None
             if request is not None:
                 fds, fd_problem = self._wait_fds(request)
         wait = kw.classify(state, call, args, wchan, fds, syscall_readable=readable, fd_problem=fd_problem,
                            broker_ports=self.owner.broker_ports, awaiting=self.awaiting)
-        return {"state": state, "call": call, "args": args, "wchan": wchan, "wait": wait}
+        sample = {"state": state, "call": call, "args": args, "wchan": wchan, "wait": wait}
+        if resumed:
+            sample["resumed"] = True
+        return sample
 
     # -------------------------------------------------------------- the fds of a blocked call
 
@@ -427,6 +441,7 @@ class KernelSampler:
         self.lock = threading.Lock()
         self.thread: threading.Thread | None = None
         self.stop_event = threading.Event()
+        self.first_tick = threading.Event()
         self.processes: dict[int, _Process] = {}
         for pid in dict.fromkeys(int(p) for p in pids):
             proc = _Process(pid, self)
@@ -462,6 +477,7 @@ class KernelSampler:
                 sleep(min(next_at, end, deadline) - now)
                 continue
             self.tick()
+            self.first_tick.set()
             if all(p.error is not None or p.gone_after is not None for p in self.processes.values()):
                 break
             next_at = max(next_at + interval, self.clock())
@@ -479,6 +495,10 @@ class KernelSampler:
         self.thread = threading.Thread(target=self._run_quietly, args=(start, end, deadline, interval),
                                        name="qdiag-kernel-sampler", daemon=True)
         self.thread.start()
+        # The caller's first thread dump attaches with ptrace, which interrupts every
+        # timed poll and futex wait (they resume as restart_syscall, arguments hidden):
+        # the first sample is taken before that, so the waits can be followed through it.
+        self.first_tick.wait(FIRST_TICK_WAIT_S)
 
     def _run_quietly(self, start: float, end: float, deadline: float, interval: float) -> None:
         try:
@@ -486,6 +506,8 @@ class KernelSampler:
         except Exception as exc:  # a surprise must not kill the caller's probe; it is reported instead
             for proc in self.processes.values():
                 proc.notes.append(f"sampling stopped early: {type(exc).__name__}: {exc}")
+        finally:
+            self.first_tick.set()  # whatever happened, start() waits no longer
 
     def join(self, timeout: float) -> bool:
         """Wait for the background run to end (at most `timeout` s); stop it if it has not.

@@ -195,6 +195,33 @@ def classify(state: str | None, call: str | None, args: tuple[int, ...], wchan: 
     return _from_wchan(wchan, syscall_readable)
 
 
+# Kernel functions a thread sleeps in while a poll or select resumes, and
+# while a futex wait does (the names carry suffixes such as ".constprop.0").
+_POLL_WCHANS = ("poll_schedule_timeout", "do_sys_poll", "do_restart_poll", "do_select", "core_sys_select")
+_FUTEX_WCHANS = ("futex",)
+
+
+def resumed_call(previous_call: str | None, previous_args: tuple[int, ...], wchan: str | None
+                 ) -> tuple[str, tuple[int, ...]] | None:
+    """The call a thread shown in restart_syscall is still in, from its sample one tick before.
+
+    A poll() or a futex wait with a timeout that is interrupted (a signal, a
+    SIGSTOP/SIGCONT, a debugger or py-spy attaching with ptrace) is resumed by
+    the kernel as restart_syscall, with the original arguments kept where
+    /proc does not show them (the task's restart block): from then on every
+    sample of that thread would say "unknown", for as long as it waits.  When
+    the thread was in poll/select or a futex wait at the previous sample and
+    the kernel function it sleeps in is still that call's, it is the same
+    wait: the same pollfd array (still in the thread's memory, read afresh)
+    and the same futex word.  None when that cannot be said."""
+    w = wchan or ""
+    if previous_call in _POLL | _SELECT and w.startswith(_POLL_WCHANS):
+        return previous_call, previous_args
+    if previous_call in ("futex", "futex_wait") and w.startswith(_FUTEX_WCHANS):
+        return previous_call, previous_args
+    return None
+
+
 def needs_wchan(state: str | None, call: str | None) -> bool:
     """Whether classify() will look at the wchan (read it only then: one file less per sample)."""
     return state == "D" or (state == "S" and call in (None, "restart_syscall"))

@@ -14,6 +14,7 @@ import http.server
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -441,3 +442,63 @@ def test_a_thread_reading_a_unix_socket_waits_on_the_path_its_peer_listens_on(st
     finally:
         listener.close()
     assert thread_doc(report, tids["main"])["dominant"] == {"kind": "peer", "target": f"unix:{path}", "share": 1.0}
+
+
+RESUMED = """
+    import json, socket, sys, threading
+    peer_port = int(sys.argv[1])
+    tids = {}
+    ready = threading.Barrier(3)
+    held = threading.Lock()
+    held.acquire()
+
+    def reader():
+        tids["reader"] = threading.get_native_id()
+        conn = socket.create_connection(("127.0.0.1", peer_port))
+        conn.settimeout(120)  # CPython waits in poll() with a timeout, then recv()
+        ready.wait()
+        conn.recv(1)
+
+    def waiter():
+        tids["waiter"] = threading.get_native_id()
+        ready.wait()
+        held.acquire(timeout=120)  # a futex wait with a timeout
+
+    for body in (reader, waiter):
+        threading.Thread(target=body, daemon=True).start()
+    ready.wait()
+    print(json.dumps(tids), flush=True)
+    threading.Event().wait()
+"""
+
+
+def test_waits_resumed_after_an_interruption_keep_their_peer_and_futex(start):
+    """A timed poll or futex wait interrupted by a stop (SIGSTOP/SIGCONT here; py-spy
+    attaching with ptrace does the same) resumes as restart_syscall, its arguments
+    hidden from /proc: the sampler follows the wait through it from the sample before."""
+    with silent_listener() as port:
+        child, tids = start(RESUMED, port)
+        time.sleep(0.5)  # both threads in their waits
+        t0 = time.monotonic()
+        sampler = ks.KernelSampler([child.pid])
+        sampler.start(t0, t0 + WINDOW_S, t0 + HANG_GUARD_S)  # returns after the first sample
+        os.kill(child.pid, signal.SIGSTOP)
+        time.sleep(0.2)
+        os.kill(child.pid, signal.SIGCONT)
+        time.sleep(0.2)
+        # The mechanism this test is about: the kernel now shows both waits as restart_syscall.
+        for tid in tids.values():
+            nr = Path(f"/proc/{child.pid}/task/{tid}/syscall").read_text().split()[0]
+            assert nr == "219" or os.uname().machine != "x86_64", (tid, nr)
+        assert sampler.join(HANG_GUARD_S)
+        report = sampler.report()[child.pid]
+        sampler.close()
+    # Every sample but the ones taken while it was stopped (0.2 s of the 2.5 s window).
+    reader = thread_doc(report, tids["reader"])
+    assert reader["dominant"]["kind"] == "peer" and reader["dominant"]["target"] == f"127.0.0.1:{port}", reader
+    assert reader["dominant"]["share"] >= 0.8, reader
+    waiter = thread_doc(report, tids["waiter"])
+    assert waiter["dominant"]["kind"] == "lock" and waiter["dominant"]["share"] >= 0.8, waiter
+    assert (waiter["dominant"]["target"] or "").startswith("futex 0x"), waiter
+    samples = sampler.processes[child.pid].threads[tids["reader"]]["samples"]
+    assert sum(1 for s in samples if s.get("resumed")) >= len(samples) - 3, samples[:3]

@@ -56,6 +56,24 @@ def test_redis_stream_slow_dependency_found_without_being_named(redis_db, proces
     expect(inv, "slow-dependency", subject)
 
 
+def test_rabbitmq_consumer_hung_on_a_service_that_never_answers(rabbit, processes, investigate, expect):
+    """The downstream service accepts and never answers: the consumer's one thread
+    waits on it for the whole window, in a poll() with a timeout.  qdiag's own
+    thread dumps (py-spy attaches with ptrace) interrupt that poll, and the kernel
+    resumes it as restart_syscall, hiding its arguments: the wait must still be
+    seen as a wait on that peer, not as "unknown"."""
+    server = processes.start("httpd.py", "--delay", "600")
+    port = _port(server)
+    q = rabbit.queue("hung-dep")
+    processes.start("producer.py", "rabbitmq", q, "--rate", "20")
+    consumer = processes.start("consumer.py", "rabbitmq", q, "--http", f"http://127.0.0.1:{port}/price",
+                               "--http-timeout", "300", "--prefetch", "10")
+    rabbit.wait_backlog(q, 40)
+    inv = investigate("--rabbitmq", RABBIT, "--queue", q, "--pid", str(consumer.pid))
+    top = expect(inv, "slow-dependency", f"dependency:tcp://127.0.0.1:{port}")
+    assert any("100%" in e for e in top["evidence"]), top["evidence"]
+
+
 def test_in_process_work_queue_full_with_deadlocked_workers(processes, investigate, expect, tmp_path):
     """No broker: a service's own bounded queue fills because two of its workers deadlocked on two
     plainly named locks; the service logs "works queue_full".  The on-call gives the pid and the log."""

@@ -427,3 +427,23 @@ def test_a_socket_too_young_for_the_tables_is_resolved_from_a_later_read():
     # Never seen at all: stays unknown.
     assert kw.resolve_late(kw.Wait((("unknown", "socket:[99]"),), "poll"), later, frozenset(), {}).parts == \
         (("unknown", "socket:[99]"),)
+
+
+@pytest.mark.parametrize("previous, args, wchan, expected", [
+    ("poll", (0x7FFD1000, 1, 120000), "poll_schedule_timeout.constprop.0", "poll"),
+    ("ppoll", (0x7FFD1000, 2, 0, 0), "do_sys_poll", "ppoll"),
+    ("select", (8, 0x1000, 0, 0, 0x2000), "do_select", "select"),
+    ("futex", (0x55D0C0DE, 137, 0), "futex_wait_queue", "futex"),
+    # The thread moved on since: another kernel function, another call.
+    ("poll", (0x7FFD1000, 1, 120000), "hrtimer_nanosleep", None),
+    ("futex", (0x55D0C0DE, 137, 0), "poll_schedule_timeout.constprop.0", None),
+    ("read", (5, 0x1000, 4096), "poll_schedule_timeout.constprop.0", None),
+    (None, (), "poll_schedule_timeout.constprop.0", None),
+    ("poll", (0x7FFD1000, 1, 120000), None, None),
+])
+def test_a_resumed_wait_is_the_call_of_the_sample_before(previous, args, wchan, expected):
+    carried = kw.resumed_call(previous, args, wchan)
+    if expected is None:
+        assert carried is None
+    else:
+        assert carried == (expected, args)  # the same arguments: the same pollfd array, the same futex word
