@@ -28,7 +28,7 @@ def guard(stderr: TextIO, settings: Settings, *, beyond_s: float = 0.0):
     one core: a 30 s deadline became minutes.  It now runs at the priority it is
     started with; its cost is small (see the README), and `nice -n 10 qdiag ...`
     still puts the workload first for those who want that."""
-    started = settings.started_at if settings.started_at is not None else time.monotonic()
+    started = settings.run_started(time.monotonic())
     return watchdog.guard(stderr, deadline=started + settings.timeout_s + beyond_s, timeout_s=settings.timeout_s,
                           debug=settings.debug)
 

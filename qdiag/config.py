@@ -49,6 +49,10 @@ class Settings:
     # --timeout counts from it.  None: from when the probes start.
     started_at: float | None = None
 
+    def run_started(self, now: float) -> float:
+        """When the --timeout began counting, given the monotonic `now`."""
+        return now if self.started_at is None else min(now, self.started_at)
+
     def options_for(self, probe: str) -> Mapping[str, Any]:
         return self.probe_options.get(probe, {})
 

@@ -123,7 +123,7 @@ class Runner:
         now = self.clock()
         # The --timeout counts from the run's start (the process's, for the CLI): time
         # spent starting up and reading the config comes out of the same budget.
-        start = now if self.settings.started_at is None else min(now, self.settings.started_at)
+        start = self.settings.run_started(now)
         global_deadline = start + self.settings.timeout_s - REPORT_RESERVE_S
         results: dict[str, ProbeResult] = {}
         runnable: list[P.Probe] = []

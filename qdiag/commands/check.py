@@ -93,7 +93,7 @@ def run(env: Environment, settings: Settings, argv: list[str], *, flags: dict[st
     rules = load_rules(rules_files)
     began = time.monotonic()
     # With --wait, the last attempt may start as the wait ends and take its own --timeout and grace.
-    beyond = 0.0 if wait_s is None else (began - (settings.started_at or began)) + wait_s + MIN_RETRY_INTERVAL_S \
+    beyond = 0.0 if wait_s is None else (began - settings.run_started(began)) + wait_s + MIN_RETRY_INTERVAL_S \
         + ATTEMPT_GRACE_S
     with guard(env.stderr, settings, beyond_s=beyond):
         results, report, status, attempts = _until_ok(env, settings, argv, policy, rules, wait_s, began)
