@@ -314,19 +314,30 @@ def _owner_state(group: dict, owned: bool, complete: bool) -> str:
     return "unowned"
 
 
-def _log_end_of(raw: dict, sample: dict, topic: str, p: int, key: str | None = None) -> tuple[int | None, str]:
-    meta = (raw.get("topics") or {}).get(topic)
+def _partition_meta_state(meta: dict | None, p: int, key: str) -> str | None:
+    """Why a partition has no log end whatever the sample says (its topic or
+    partition is unknown, or it has no leader), or None when the samples decide.
+    The metadata is one read for the whole window, so this holds at every sample."""
     if meta is None or meta.get("error"):
-        return None, UNKNOWN_TOPIC if (meta is None or meta.get("error") == UNKNOWN_TOPIC) else UNAVAILABLE
+        return UNKNOWN_TOPIC if (meta is None or meta.get("error") == UNKNOWN_TOPIC) else UNAVAILABLE
     part = _pget(meta.get("partitions"), p, key)
     if part is None:
-        return None, UNKNOWN_PARTITION
+        return UNKNOWN_PARTITION
     leader = part.get("leader")
     if leader is None or leader < 0:
-        return None, NO_LEADER
-    if topic in (sample.get("log_end_errors") or {}):
+        return NO_LEADER
+    return None
+
+
+def _log_end_of(meta_state: str | None, log_ends: dict | None, failed: bool, p: int,
+                key: str) -> tuple[int | None, str]:
+    """One sample's log end of a partition: `log_ends` is that sample's {partition: offset}
+    of the topic, `failed` whether that sample's ListOffsets for the topic failed."""
+    if meta_state is not None:
+        return None, meta_state
+    if failed:
         return None, UNAVAILABLE
-    value = _pget((sample.get("log_end") or {}).get(topic), p, key)
+    value = _pget(log_ends, p, key)
     if value is None or value < 0:
         return None, UNAVAILABLE
     return value, OK
@@ -454,10 +465,12 @@ def _partition_row(raw, gid, group, topic, p, owners, complete, samples, log_sta
     end_points: list[tuple[float, int | None]] = []
     last = None
     key = str(p)
+    meta_state = _partition_meta_state((raw.get("topics") or {}).get(topic), p, key)
     for sample in samples:
         raw_commit = _pget(((sample.get("committed") or {}).get(gid) or {}).get(topic), p, key)
         committed, committed_state = committed_value(raw_commit)
-        log_end, log_end_state = _log_end_of(raw, sample, topic, p, key)
+        log_end, log_end_state = _log_end_of(meta_state, (sample.get("log_end") or {}).get(topic),
+                                             topic in (sample.get("log_end_errors") or {}), p, key)
         series.append((committed, log_end))
         history.append((sample["wall"], log_end))
         commit_points.append((sample["t"], committed))

@@ -358,7 +358,7 @@ def _endpoint_doc(ep: Endpoint, samples: list[dict], complete: bool, insecure: b
     return doc
 
 
-@register("dependencies", timeout_s=10,
+@register("dependencies", timeout_s=10, uses_discovery=True,
           description="Downstream latency: DNS, TCP connect, TLS, time to first byte and HTTP status per endpoint",
           options=(
               Option("samples", "int", DEFAULTS["samples"], "samples per endpoint over the window", low=2, high=20),

@@ -427,7 +427,7 @@ def _top(samples: list, own: set[int], ncpu: int, window_start_wall: float, targ
     return [record(*r) for r in by_cpu], [record(*r) for r in by_mem]
 
 
-@register("process", timeout_s=5,
+@register("process", timeout_s=5, uses_discovery=True,
           options=(Option("max_targets", "int", MAX_TARGETS, "processes a --process pattern may select",
                           low=1, high=1000),),
           diagnosis=_process_facts.CONTRIBUTION,

@@ -48,7 +48,7 @@ DEFAULT_BROKER_PORTS = {"kafka": {9092}, "amqp": {5672, 5671}, "redis": {6379}}
 
 @register("threads", description="Classified thread dumps of consumer processes (py-spy, jcmd): on CPU, lock waits, "
                                  "socket I/O, idle; stuck threads and deadlocks",
-          needs=(), timeout_s=20, options=(
+          needs=(), timeout_s=20, uses_discovery=True, options=(
               Option("dumps", "int", DEFAULT_DUMPS, "thread dumps over the window", low=2, high=5),
               Option("max_processes", "int", DEFAULT_MAX_PROCESSES, "processes dumped", low=1, high=64),
               Option("nonblocking", "bool", False, "read stacks without pausing the process (less accurate)"),

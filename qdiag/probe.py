@@ -109,6 +109,9 @@ class Probe:
     # from the broker side ([{"pid", "via", "subject"}]) so that process-level
     # probes look at them without --pid.
     discover: Callable[["ProbeContext"], list] | None = None
+    # Whether it looks at what discovery found (ctx.discovered): such a probe starts
+    # once discovery is done; the others start at once, alongside it.
+    uses_discovery: bool = False
     # Its [probes.NAME] keys, the runner's `enabled` and `timeout` included.
     options: dict[str, Option] = field(default_factory=dict)
     # What its observations contribute to the diagnosis.
@@ -151,7 +154,7 @@ REGISTRY: dict[str, Probe] = {}
 
 
 def register(name: str, *, description: str, needs: tuple[str, ...] = (), timeout_s: float = 10.0,
-             discover: Callable | None = None, options: tuple[Option, ...] = (),
+             discover: Callable | None = None, uses_discovery: bool = False, options: tuple[Option, ...] = (),
              diagnosis: Contribution | None = None):
     """Decorator: register `collect` as the probe `name`. One line per probe
     (plus its option declarations)."""
@@ -163,7 +166,7 @@ def register(name: str, *, description: str, needs: tuple[str, ...] = (), timeou
         if name in REGISTRY and REGISTRY[name].collect is not collect:
             raise ValueError(f"probe {name} registered twice")
         REGISTRY[name] = Probe(name, collect, description, tuple(needs), float(timeout_s), discover,
-                               declared(options), diagnosis)
+                               uses_discovery, declared(options), diagnosis)
         return collect
 
     return wrap

@@ -104,6 +104,14 @@ def _detached_copy(data: dict) -> dict:
         return dict(data)
 
 
+@dataclass
+class _Running:
+    probe: P.Probe
+    thread: threading.Thread
+    ctx: ProbeContext
+    cutoff: float  # when the runner stops waiting for it
+
+
 class Runner:
     def __init__(self, settings: Settings, probes: Iterable[P.Probe], *, paths: Paths | None = None,
                  clock: Callable[[], float] = time.monotonic, on_event: Callable[[str, str], None] | None = None):
@@ -112,6 +120,13 @@ class Runner:
         self.paths = paths or Paths()
         self.clock = clock
         self.on_event = on_event or (lambda name, status: None)
+        self._new_run()
+
+    def _new_run(self) -> None:
+        # Shared with the probe threads of one run: results, and when each began.
+        self._done: dict[str, ProbeResult] = {}
+        self._started: dict[str, float] = {}
+        self._lock = threading.Lock()
 
     def _context(self, name: str, deadline: float, discovered: list[dict]) -> ProbeContext:
         return ProbeContext(settings=self.settings, name=name, deadline=deadline, window_start=self.clock(),
@@ -120,6 +135,7 @@ class Runner:
 
     def run(self) -> tuple[list[ProbeResult], list[dict]]:
         """Returns (one result per probe, in registry order; discovered consumers)."""
+        self._new_run()
         now = self.clock()
         # The --timeout counts from the run's start (the process's, for the CLI): time
         # spent starting up and reading the config comes out of the same budget.
@@ -141,8 +157,22 @@ class Runner:
         for result in results.values():
             self.on_event(result.name, result.status)
 
-        discovered = self._discover(runnable, min(global_deadline, now + discovery_budget(self.settings)))
-        for result in self._run_all(runnable, global_deadline, discovered):
+        # Discovery runs alongside the probes that do not need its answer (the brokers'
+        # windows open at once); only the consumer-side probes wait for it.
+        discovery_deadline = min(global_deadline, now + discovery_budget(self.settings))
+        found: dict[str, list[dict]] = {}
+        discovery = None
+        if any(p.discover is not None for p in runnable):
+            discovery = threading.Thread(
+                target=lambda: found.setdefault("items", self._discover(runnable, discovery_deadline)),
+                name="discovery", daemon=True)
+            discovery.start()
+        running = self._start([p for p in runnable if not p.uses_discovery], global_deadline, [])
+        if discovery is not None:
+            discovery.join(max(0.0, discovery_deadline - self.clock()))
+        discovered = list(found.get("items") or [])
+        running += self._start([p for p in runnable if p.uses_discovery], global_deadline, discovered)
+        for result in self._finish(running, global_deadline):
             results[result.name] = result
         return [results[p.name] for p in self.probes], discovered
 
@@ -176,38 +206,34 @@ class Runner:
                 unique.setdefault(item.get("pid") or ("peer", item.get("peer")), item)
             return list(unique.values())
 
-    def _run_all(self, probes: list[P.Probe], global_deadline: float, discovered: list[dict]) -> list[ProbeResult]:
-        done: dict[str, ProbeResult] = {}
-        contexts: dict[str, ProbeContext] = {}
-        started: dict[str, float] = {}
-        lock = threading.Lock()
-        threads = []
-        cutoffs: dict[str, float] = {}
+    def _start(self, probes: list[P.Probe], global_deadline: float, discovered: list[dict]) -> list["_Running"]:
+        running = []
         for probe in probes:
             # Probe threads are daemons: one stuck in a C call cannot be killed,
             # but it must never keep qdiag from exiting.
             now = self.clock()
             cutoff = min(global_deadline, now + effective_timeout(probe, self.settings))
             ctx = self._context(probe.name, cutoff - message_room(cutoff - now), discovered)
-            contexts[probe.name] = ctx
-            cutoffs[probe.name] = cutoff
-            thread = threading.Thread(target=self._run_one, args=(probe, ctx, done, lock, started),
+            thread = threading.Thread(target=self._run_one, args=(probe, ctx, self._done, self._lock, self._started),
                                       name=f"probe-{probe.name}", daemon=True)
-            threads.append((probe, thread))
+            running.append(_Running(probe, thread, ctx, cutoff))
             self.on_event(probe.name, "running")
             thread.start()
+        return running
 
-        for probe, thread in threads:
-            thread.join(max(0.0, cutoffs[probe.name] - self.clock()))
+    def _finish(self, running: list["_Running"], global_deadline: float) -> list[ProbeResult]:
+        done, lock, started = self._done, self._lock, self._started
+        for r in running:
+            r.thread.join(max(0.0, r.cutoff - self.clock()))
         out = []
-        for probe, thread in threads:
+        for r in running:
+            probe, ctx = r.probe, r.ctx
             with lock:
                 result = done.get(probe.name)
                 if result is None:
                     # Still running at its deadline: record a timeout, keep what it had.
-                    ctx = contexts[probe.name]
                     waited = self.clock() - started.get(probe.name, ctx.window_start)
-                    reason = ("the run's --timeout was reached" if cutoffs[probe.name] >= global_deadline
+                    reason = ("the run's --timeout was reached" if r.cutoff >= global_deadline
                               else f"no answer within {effective_timeout(probe, self.settings):g}s")
                     result = ProbeResult(probe.name, P.TIMEOUT, waited, reason, _detached_copy(ctx.partial))
                     done[probe.name] = result

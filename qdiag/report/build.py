@@ -189,8 +189,11 @@ def done_by_qdiag(consumers: list[dict]) -> set[str]:
 def suggestable(command: str, runtimes: dict, done: set[str]) -> bool:
     """Whether to suggest `command`: not what qdiag has just done, and not a thread-dump
     tool of another runtime than the process's (no jcmd for a Python process)."""
-    if " ".join(command.split()) in done:
+    plain = command.split()
+    if " ".join(plain) in done:
         return False
+    if not plain or plain[0].strip("'\"") not in RUNTIME_TOOLS:
+        return True  # not a thread-dump tool: no need to parse its quoting (shlex is slow at 10,000 queues)
     try:
         words = shlex.split(command)
     except ValueError:

@@ -158,6 +158,38 @@ def test_a_broker_stopped_mid_run_and_left_down(private_redis):
 # --------------------------------------------------------------------------- credentials
 
 
+def test_redis_stopped_after_the_window_keeps_the_sampled_records(private_redis, monkeypatch):
+    """The server goes away between the last sample and the detail pass: the
+    queue's record (depth, rates, status from the samples) is still reported,
+    with a note that the details are missing, not a probe error.  Run in-process
+    so the server can be stopped at exactly that point."""
+    from qdiag import targets as tg
+    from qdiag.config import Settings
+    from qdiag.context import ProbeContext
+    from qdiag.probes import redis_queues
+
+    private_redis.command("XADD", "orders", "*", "n", "1")
+    private_redis.command("XGROUP", "CREATE", "orders", "workers", "0")
+    private_redis.command("XADD", "orders", "*", "n", "2")
+    real_details = redis_queues.group_details
+
+    def server_gone_then_details(run, samples, keys):
+        private_redis.stop()
+        return real_details(run, samples, keys)
+
+    monkeypatch.setattr(redis_queues, "group_details", server_gone_then_details)
+    settings = Settings(targets=tg.Targets(redis=tg.parse_redis(f"redis://127.0.0.1:{private_redis.port}/0")),
+                        window_s=1.0)
+    now = time.monotonic()
+    ctx = ProbeContext(settings=settings, name="redis", deadline=now + 1.0 + 15, window_start=now)
+    out = redis_queues.collect(ctx)
+    [record] = [q for q in out["queues"] if q["name"] == "orders"]
+    assert record["group"] == "workers" and record["depth"] == 2 and record["samples"] >= 2
+    assert record["consumer_list"] is None  # the details were never read
+    assert any(n.startswith("details not read (") and f"127.0.0.1:{private_redis.port}" in n
+               for n in out["notes"]), out["notes"]
+
+
 def test_redis_with_the_wrong_password(private_redis_with_password):
     report, _, _ = investigate("--redis", f"redis://:badpw-faults@127.0.0.1:{private_redis_with_password.port}/0",
                                "--queue", "jobs")

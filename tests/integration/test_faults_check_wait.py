@@ -79,5 +79,6 @@ def test_attempts_against_a_hung_broker_leave_nothing_behind(flag, url, silent_p
     # attempt added two threads and six fds.
     assert peak["threads"] <= threads_before + 2, (peak, threads_before)
     assert peak["fds"] <= fds_before + 8, (peak, fds_before)
-    assert (threads_after, fds_after) == (threads_before, fds_before)
+    # At most as many as before: a daemon thread an earlier test left may end meanwhile.
+    assert threads_after <= threads_before and fds_after <= fds_before, (threads_after, threads_before, fds_after, fds_before)
     assert elapsed < 9 + 2 + HANG_GUARD_S

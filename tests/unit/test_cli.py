@@ -317,3 +317,26 @@ def test_unwritable_directory_is_refused(tmp_path):
         locked.mkdir(mode=0o500)
     r = run_cli("report", BACKLOG, "-o", locked / "r.md")
     assert r.code == 3 and f"directory {locked} is not writable" in r.err, r.err
+
+
+def test_the_process_ends_with_its_output_flushed_and_exit_handlers_run(tmp_path):
+    """qdiag ends with os._exit once the report is out (qdiag/cli.py _leave): the whole
+    report still reaches a pipe, the exit status is kept, and the atexit handlers
+    (qdiag's own, logging's) still run."""
+    import subprocess
+    import sys
+
+    marker = tmp_path / "atexit-ran"
+    code = ("import atexit, pathlib, sys\n"
+            f"atexit.register(lambda: pathlib.Path({str(marker)!r}).write_text('yes'))\n"
+            "sys.argv = ['qdiag'] + sys.argv[1:]\n"
+            "from qdiag.cli import main\n"
+            "main()\n")
+    run = subprocess.run([sys.executable, "-c", code, "report", str(BACKLOG), "--format", "json"],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert json.loads(run.stdout)["schema"] == "qdiag.report/1"  # the whole document, not a cut buffer
+    assert marker.read_text() == "yes"
+    bad = subprocess.run([sys.executable, "-c", code, "report", str(tmp_path / "missing.json.gz")],
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 3 and bad.stderr.startswith("qdiag: error:"), (bad.returncode, bad.stderr)

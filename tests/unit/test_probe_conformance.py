@@ -81,7 +81,7 @@ def _collect(ctx):
 
 
 # A well-formed declaration (borrowing a real probe's collect) to break one field at a time.
-GOOD = P.Probe("fake", PROBES["host"].collect, "a probe for this test", (), 5.0, None, declared(()))
+GOOD = P.Probe("fake", PROBES["host"].collect, "a probe for this test", (), 5.0, None, options=declared(()))
 
 
 @pytest.mark.parametrize("broken, expected", [

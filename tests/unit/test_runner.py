@@ -131,9 +131,57 @@ def test_discovery_feeds_every_probe(tmp_path):
         return {}
 
     results, discovered = Runner(settings(tmp_path), [make("d", lambda ctx: {}, discover=discover),
-                                                      make("c", collect)]).run()
+                                                      make("c", collect, uses_discovery=True)]).run()
     assert discovered == [{"pid": 4242, "via": "test", "subject": "kafka:t/g"}]
     assert seen["discovered"] == discovered
+
+
+def test_probes_that_do_not_use_discovery_start_alongside_it(tmp_path):
+    """A broker probe's window opens while discovery is still asking the brokers; a
+    consumer-side probe starts only once discovery has answered."""
+    discovery_done = threading.Event()
+    seen = {}
+
+    def discover(ctx):
+        time.sleep(0.5)
+        discovery_done.set()
+        return [{"pid": 4242, "via": "test"}]
+
+    def broker(ctx):
+        seen["broker_saw_discovery_done"] = discovery_done.is_set()
+        return {}
+
+    def consumer(ctx):
+        seen["consumer_saw_discovery_done"] = discovery_done.is_set()
+        seen["consumer_discovered"] = ctx.discovered
+        return {}
+
+    results, discovered = Runner(settings(tmp_path, window=0.1), [
+        make("broker", broker, discover=discover), make("consumer", consumer, uses_discovery=True)]).run()
+    assert [r.status for r in results] == [P.OK, P.OK]
+    assert seen == {"broker_saw_discovery_done": False, "consumer_saw_discovery_done": True,
+                    "consumer_discovered": [{"pid": 4242, "via": "test"}]}
+
+
+def test_a_hung_discovery_delays_consumer_probes_by_its_budget_only(tmp_path):
+    release = threading.Event()
+
+    def discover(ctx):
+        release.wait(60)
+        return [{"pid": 1}]
+
+    began = time.monotonic()
+    results, discovered = Runner(settings(tmp_path, window=0.1, timeout=5.0), [
+        make("broker", lambda ctx: {}, discover=discover),
+        make("consumer", lambda ctx: {"saw": list(ctx.discovered)}, uses_discovery=True)]).run()
+    release.set()
+    assert discovered == [] and results[1].observations == {"saw": []}
+    assert time.monotonic() - began < 15  # the discovery budget (a share of 5 s), with a wide margin
+
+
+def test_registered_consumer_side_probes_wait_for_discovery():
+    probes = P.all_probes()
+    assert {name for name, p in probes.items() if p.uses_discovery} == {"process", "threads", "dependencies"}
 
 
 class TestTimeoutPrecedence:
