@@ -68,10 +68,12 @@ class _Process:
         self.initial_inodes: set[int] | None = None  # sockets open when sampling began
         self.waited_inodes: set[int] = set()
         self.awaiting: set[str] = set()
+        self.interruptions = 0  # ptrace stops of the process while sampled (KernelSampler.interrupting)
         self.resolved: dict[int, dict] = {}      # fd -> resolve_fd() result, within one tick
         self.tables_at = float("-inf")
         self.table_rows = 0  # rows in the socket tables at the last read
         self.listening: frozenset[int] = frozenset()  # ports its own listeners accept on
+        self.own_ends: frozenset[str] = frozenset()   # local ip:port of its own TCP sockets
         self.mem_fd: int | None = None
         self.mem_error: str | None = None
         self.problems: Counter = Counter()
@@ -296,7 +298,7 @@ class _Process:
             row = self.sockets.get(detail)
             if row is not None and row["proto"] == "unix" and "peer_name" not in row:
                 row["peer_name"] = self._unix_peer(detail)
-        return kw.resolve_fd(fd, link, self.sockets, self.listening)
+        return kw.resolve_fd(fd, link, self.sockets, self.listening, self.own_ends)
 
     def _unix_peer(self, inode: int) -> str | None:
         if not self.same_netns:
@@ -318,7 +320,17 @@ class _Process:
             self.initial_inodes = set(inodes)
         wanted = inodes | ({also} if also is not None else set())
         rows = 0
-        for table, proto in (("tcp", "tcp"), ("tcp6", "tcp"), ("udp", "udp"), ("udp6", "udp")):
+        tables = (("tcp", "tcp"), ("tcp6", "tcp"), ("udp", "udp"), ("udp6", "udp"))
+        live = sockdiag.tcp_sockets(wanted, self.owner.io_timeout) if self.same_netns else None
+        if live is not None:
+            # The kernel filters out TIME_WAIT: a per-request client leaves thousands of
+            # them, and /proc/net/tcp made every refresh slow and rate-limited, so a
+            # short-lived connection's wait was never resolved.
+            for row in live:
+                self.sockets[row["inode"]] = {**row, "proto": "tcp"}
+            rows += len(live)
+            tables = tables[2:]
+        for table, proto in tables:
             try:
                 text = read_proc(f"{self.base}/net/{table}", NET_TABLE_BYTES)
             except OSError:
@@ -327,7 +339,9 @@ class _Process:
             for row in pp.parse_proc_net_tcp(text, wanted):
                 self.sockets[row["inode"]] = {**row, "proto": proto}
         self.table_rows = rows
-        self.listening = kw.listening_ports({i: r for i, r in self.sockets.items() if i in inodes})
+        mine = {i: r for i, r in self.sockets.items() if i in inodes}
+        self.listening = kw.listening_ports(mine)
+        self.own_ends = kw.own_ends(mine)
         missing = wanted - self.sockets.keys()
         if missing:
             try:
@@ -346,7 +360,8 @@ class _Process:
                                  else "its network namespace is unreadable")
             return
         rows = [r for inode, r in self.sockets.items()
-                if inode in self.own_inodes and r["proto"] == "tcp" and r["state"] == "ESTABLISHED"]
+                if inode in self.own_inodes and r["proto"] == "tcp" and r["state"] == "ESTABLISHED"
+                and r.get("remote") not in self.own_ends]  # not the process's connections to itself
         # Connections a thread waited on first, then the others, up to the cap.
         rows.sort(key=lambda r: (r["inode"] not in self.waited_inodes, r["inode"]))
         awaiting = set()
@@ -407,9 +422,11 @@ class _Process:
             for sample in track["samples"]:
                 if sample.get("wait") is not None:
                     sample["wait"] = kw.resolve_late(sample["wait"], self.sockets, self.listening,
-                                                     self.owner.broker_ports)
+                                                     self.owner.broker_ports, self.own_ends)
         doc.update(kw.summarise_process(self.threads, self.connections, broker_ports=self.owner.broker_ports,
-                                        clk_tck=clk_tck))
+                                        clk_tck=clk_tck, interruptions=self.interruptions))
+        if self.interruptions:
+            doc["interruptions"] = self.interruptions
         return doc
 
     def close(self) -> None:
@@ -489,6 +506,16 @@ class KernelSampler:
             for proc in self.processes.values():
                 if proc.error is None and proc.gone_after is None:
                     proc.finish()
+
+    def interrupting(self, pids: Iterable[int]) -> None:
+        """Called before a thread dump that stops every thread of these processes (ptrace):
+        each stop makes their blocked system calls restart, which must not count as the
+        thread waking up (_kernel_waits.thread_never_woke)."""
+        with self.lock:
+            for pid in pids:
+                proc = self.processes.get(pid)
+                if proc is not None:
+                    proc.interruptions += 1
 
     def start(self, start: float, end: float, deadline: float, *, interval: float = DEFAULT_INTERVAL_S) -> None:
         """run() in a background thread, so a probe can take its own samples (thread dumps) meanwhile."""

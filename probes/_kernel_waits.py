@@ -128,7 +128,7 @@ _UNRESOLVED = re.compile(r"^socket:\[(\d+)\]$")
 
 
 def resolve_late(wait: Wait, sockets: Mapping[int, dict], listening: frozenset[int],
-                 broker_ports: Mapping[int, str]) -> Wait:
+                 broker_ports: Mapping[int, str], own: frozenset[str] = frozenset()) -> Wait:
     """A wait on a socket that was not in the tables when sampled, resolved from a later read.
 
     A client that opens a connection per request (urllib, requests without a session) waits
@@ -140,11 +140,11 @@ def resolve_late(wait: Wait, sockets: Mapping[int, dict], listening: frozenset[i
     for kind, target in wait.parts:
         match = _UNRESOLVED.match(target or "") if kind == "unknown" else None
         if match:
-            fd = resolve_fd(-1, target, sockets, listening)
+            fd = resolve_fd(-1, target, sockets, listening, own)
             if fd["kind"] in ("tcp", "udp") and fd["peer"]:
                 port = port_of(fd["peer"])
                 kind, target = ("broker" if port in broker_ports else "peer"), fd["peer"]
-            elif fd["kind"] == "inbound":
+            elif fd["kind"] in ("inbound", "selfpair"):
                 kind, target = "local", fd["label"]
         parts.append((kind, target))
     return Wait(tuple(dict.fromkeys(parts)), wait.detail)
@@ -241,6 +241,7 @@ def _from_wchan(wchan: str | None, syscall_readable: bool) -> Wait:
 
 
 _WAKE_CHANNELS = {"eventfd", "signalfd", "inotify"}
+SELF_PAIR = "socketpair over loopback"
 
 
 def _fd_wait(call: str, fds: list[dict], broker_ports: Mapping[int, str], awaiting: set[str] | None) -> Wait:
@@ -267,7 +268,7 @@ def _fd_wait(call: str, fds: list[dict], broker_ports: Mapping[int, str], awaiti
     if unresolved:
         return Wait(tuple(dict.fromkeys(unresolved)), call)
     # Event loops keep a wake-up channel (eventfd, pipe, socketpair) beside their real fds.
-    real = [p for p in local if p[1] not in _WAKE_CHANNELS and p[1] not in ("pipe", "unix")] or local
+    real = [p for p in local if p[1] not in _WAKE_CHANNELS and p[1] not in ("pipe", "unix", SELF_PAIR)] or local
     if real:
         return Wait(tuple(dict.fromkeys(real)), call)
     if timers or not fds:
@@ -281,13 +282,23 @@ def listening_ports(sockets: Mapping[int, dict]) -> frozenset[int]:
                                  if r.get("state") == "LISTEN") if p is not None)
 
 
-def resolve_fd(fd: int, link: str | None, sockets: Mapping[int, dict], listening: frozenset[int] = frozenset()) -> dict:
+def own_ends(sockets: Mapping[int, dict]) -> frozenset[str]:
+    """The local "ip:port" of every TCP socket of the process: a connection whose remote end
+    is one of them is the process talking to itself (see resolve_fd)."""
+    return frozenset(r["local"] for r in sockets.values() if r.get("proto") == "tcp" and r.get("local"))
+
+
+def resolve_fd(fd: int, link: str | None, sockets: Mapping[int, dict], listening: frozenset[int] = frozenset(),
+               own: frozenset[str] = frozenset()) -> dict:
     """One fd -> {"fd", "kind", "peer", "label", ...} from its /proc/<pid>/fd link and the
     process's socket table ({inode: row} with "proto" tcp/udp/unix, "remote" or "name").
 
     kind: tcp, udp, unix, pipe, anon, file, socket (of another family), closed; inbound for a
     connection one of the process's own listeners accepted (`listening`: their ports): a
-    server waiting there waits for its clients' requests, not on a dependency.
+    server waiting there waits for its clients' requests, not on a dependency; selfpair for a
+    TCP connection whose other end is the process itself (`own`: its sockets' local
+    addresses): the wake-up channel some event loops build over loopback where a
+    socketpair() would do (pika's pollers among them), never a dependency.
     peer: "ip:port" of a connected TCP/UDP socket, "unix:/path" of a Unix socket
     whose peer is bound to a path; None otherwise.
     """
@@ -309,6 +320,8 @@ def resolve_fd(fd: int, link: str | None, sockets: Mapping[int, dict], listening
         if proto == "tcp" and port_of(row.get("local", "")) in listening:
             return {"fd": fd, "kind": "inbound", "peer": None, "label": f"clients on :{port_of(row['local'])}",
                     "inode": detail}
+        if proto == "tcp" and row.get("remote") in own:
+            return {"fd": fd, "kind": "selfpair", "peer": None, "label": SELF_PAIR, "inode": detail}
         return {"fd": fd, "kind": proto, "peer": row["remote"], "label": row["remote"], "inode": detail}
     if kind == "pipe":
         return {"fd": fd, "kind": "pipe", "peer": None, "label": "pipe", "inode": detail}
@@ -443,10 +456,18 @@ def _signature(sample: Mapping) -> tuple:
     return sample.get("state"), sample.get("call"), tuple(sample.get("args") or ()), sample.get("wchan")
 
 
-def thread_never_woke(track: Mapping) -> bool:
+# A ptrace stop (py-spy's blocking dump attaches to every thread) interrupts a
+# futex wait: the kernel restarts it once the thread is resumed, which takes a
+# timeslice or two of a few microseconds.  Allowed per interruption.
+WAKES_PER_INTERRUPTION = 2
+RUN_NS_PER_INTERRUPTION = 1_000_000
+
+
+def thread_never_woke(track: Mapping, interruptions: int = 0) -> bool:
     """The same wait in every sample, and the scheduler never ran the thread in
     between (its count of timeslices did not move; CPU ticks when schedstat is
-    missing).  Needs two samples or more."""
+    missing), but for the restarts `interruptions` ptrace stops of the process
+    cost (qdiag's own thread dumps).  Needs two samples or more."""
     samples = track["samples"]
     if len(samples) < 2 or samples[0].get("state") not in ("S", "D"):
         return False
@@ -455,14 +476,16 @@ def thread_never_woke(track: Mapping) -> bool:
         return False
     sched = track.get("sched")
     if sched and sched[0] is not None and sched[1] is not None:
-        return sched[0][2] == sched[1][2]
+        runs, ran_ns = sched[1][2] - sched[0][2], sched[1][0] - sched[0][0]
+        return runs == 0 or (runs <= WAKES_PER_INTERRUPTION * interruptions
+                             and ran_ns <= RUN_NS_PER_INTERRUPTION * interruptions)
     ticks = track.get("cpu_ticks")
     return bool(ticks) and ticks[0] is not None and ticks[0] == ticks[1]
 
 
 def summarise_process(threads: Mapping[int, Mapping], connections: Mapping[int, Mapping], *,
                       broker_ports: Mapping[int, str] | None = None, clk_tck: int = 100,
-                      max_threads_listed: int = 64) -> dict:
+                      max_threads_listed: int = 64, interruptions: int = 0) -> dict:
     """Per-thread samples and per-connection TCP info of one process -> its wait attribution.
 
     threads: {tid: {"comm", "samples": [{"t", "state", "call", "args", "wchan", "wait": Wait}],
@@ -509,7 +532,7 @@ def summarise_process(threads: Mapping[int, Mapping], connections: Mapping[int, 
             per_thread_weight[part][tid] = w / len(samples)
         total += len(samples)
         dominant, dom_weight = max(mine.items(), key=lambda kv: (kv[1], kv[0][0] == "cpu"))
-        stuck = thread_never_woke(track)
+        stuck = thread_never_woke(track, interruptions)
         futex = next((p[1] for p in mine if p[0] == "lock" and p[1] and p[1].startswith("futex")), None)
         if stuck and dominant[0] == "lock":
             never_woke.append({"tid": tid, "name": track.get("comm"), "wait": dominant[1]})

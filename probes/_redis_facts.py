@@ -31,7 +31,36 @@ def queue_facts(record: dict, obs: dict) -> dict[str, Any]:
         "redis_address": server.get("address"),
         "redis_blocked_clients": server.get("blocked_clients"),
         **_gone_facts(record),
+        **_list_waiter_facts(record, obs),
     }
+
+
+# Commands that block a client until one of its lists gets an element.  Redis serves
+# such a command at once when one of its keys holds an element, so a client blocked
+# in one while a list holds jobs all along waits on other keys (or another database).
+LIST_POPS = frozenset({"blpop", "brpop", "brpoplpush", "blmove", "blmpop"})
+
+
+def _list_waiter_facts(record: dict, obs: dict) -> dict[str, Any]:
+    """Clients blocked in a list pop, on this database and on others, for a list whose
+    jobs waited at every sample: they cannot be waiting on this list."""
+    depths = record.get("depth_samples") or []
+    clients = obs.get("clients") or {}
+    blocked = [c for c in clients.get("blocked") or [] if isinstance(c, dict)
+               and str(c.get("cmd") or "").split("|")[0] in LIST_POPS]
+    if record.get("layout") == "stream" or not depths or not all(num(d) for d in depths) or not blocked:
+        return {"list_waiters_here": 0 if depths and clients else None, "list_waiters_other_db": None}
+    db = _db_of(obs)
+    here = [c for c in blocked if db is not None and c.get("db") == db]
+    return {"list_waiters_here": len(here), "list_waiters_other_db": len(blocked) - len(here),
+            "list_waiter_commands": ", ".join(sorted({str(c.get("cmd")) for c in blocked})),
+            "list_waiter_dbs": ", ".join(str(d) for d in sorted({c.get("db") for c in blocked if c.get("db") is not None}))}
+
+
+def _db_of(obs: dict) -> int | None:
+    address = str((obs.get("server") or {}).get("address") or "")
+    tail = address.rsplit("/", 1)[-1] if address.count("/") >= 3 else ""
+    return int(tail) if tail.isdigit() else 0 if address else None
 
 
 def _gone_facts(record: dict) -> dict[str, Any]:

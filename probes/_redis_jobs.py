@@ -175,6 +175,11 @@ def job_records(run: Run, samples, queues: list[dict], details: dict) -> list[di
                 rate_in, rate_out = counted.rate_in, counted.rate_out
             if counted.taken:
                 consumed = True
+            elif counted.exact and counted.taken == 0 and consumed is None and depth_series \
+                    and all(v for _, v in depth_series):
+                # Every job pushed during the window is accounted for in the depth: none was taken
+                # (the ends' comparison cannot say so for a list whose push end is unknown).
+                consumed = False
         elif len(samples) >= 2 and any(cmd[0] == "LPOS" and cmd[1] in keys for cmd in run.errors):
             basis = "unknown: LPOS failed (it needs Redis 6.0.6 or later, and the @read ACL category)"
         consumers = None

@@ -91,6 +91,8 @@ def collect(ctx) -> dict:
         try:
             def take():
                 now = [p for p in live if p.error is None and not p.gone]
+                if kernel is not None and kernel.sampler is not None:
+                    kernel.sampler.interrupting(p.pid for p in now if p.stops_threads)
                 for p in now:
                     p.start_cpu()
                 list(workers.map(_dump_isolated, now))
@@ -277,6 +279,12 @@ class _Target:
                 self.fail("tool", f"no jcmd or jstack on this machine to dump Java pid {self.pid}: install a JDK "
                                   "(e.g. openjdk-17-jdk-headless) or run jcmd inside the process's container")
         self.started = _start_time(psutil, self.pid)
+
+    @property
+    def stops_threads(self) -> bool:
+        """Whether a dump stops every thread of the process: py-spy's default (blocking) mode
+        attaches with ptrace; its nonblocking mode and jcmd (the JVM's attach listener) do not."""
+        return self.runtime == "python" and not self.opts["nonblocking"]
 
     def fail(self, kind: str, message: str) -> None:
         self.error_kind, self.error = kind, message

@@ -584,7 +584,8 @@ def _leave(code: int) -> None:
         except (BrokenPipeError, OSError, ValueError):
             pass
     run_exit_handlers = getattr(atexit, "_run_exitfuncs", None)
-    if run_exit_handlers is None:  # not CPython: the ordinary way out
+    if run_exit_handlers is None or sys.getprofile() is not None or sys.gettrace() is not None:
+        # Not CPython, or under a profiler or coverage that writes its data on the way out.
         sys.exit(code)
     run_exit_handlers()
     os._exit(code)

@@ -162,7 +162,7 @@ class Runner:
         discovery_deadline = min(global_deadline, now + discovery_budget(self.settings))
         found: dict[str, list[dict]] = {}
         discovery = None
-        if any(p.discover is not None for p in runnable):
+        if any(p.discover is not None or p.uses_discovery for p in runnable):
             discovery = threading.Thread(
                 target=lambda: found.setdefault("items", self._discover(runnable, discovery_deadline)),
                 name="discovery", daemon=True)

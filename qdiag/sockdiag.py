@@ -210,6 +210,41 @@ def listen_backlogs(timeout: float) -> dict[int, int] | None:
     return found
 
 
+# Every TCP state but TIME_WAIT: sockets in TIME_WAIT belong to no process (inode 0), and
+# a client opening a connection per request leaves tens of thousands of them, which
+# /proc/net/tcp lists and parses line by line.
+LIVE_STATES = ALL_STATES & ~(1 << 6)
+
+
+def tcp_sockets(inodes: set[int], timeout: float) -> list[dict] | None:
+    """The TCP sockets of qdiag's network namespace whose inode is in `inodes`, as rows
+    like /proc/net/tcp's ({"local", "local_port", "remote", "state", "inode", ...}),
+    from one sock_diag dump per address family that leaves TIME_WAIT out in the
+    kernel; None when sock_diag is unavailable."""
+    rows: list[dict] = []
+    try:
+        with _netlink(timeout) as sock:
+            for seq, family in enumerate((socket.AF_INET, socket.AF_INET6), 1):
+                sock.sendto(sock_diag_request(family, LIVE_STATES, seq), (0, 0))
+                done = False
+                while not done:
+                    records, done = parse_sock_diag(sock.recv(RECV_BYTES))
+                    for rec in records:
+                        if rec["inode"] in inodes:
+                            rows.append({"local": rec["local"], "local_port": _port(rec["local"]),
+                                         "remote": rec["remote"], "state": rec["state"],
+                                         "tx_queue": rec["wqueue"], "rx_queue": rec["rqueue"],
+                                         "uid": rec["uid"], "inode": rec["inode"]})
+    except (OSError, AttributeError):  # AttributeError: no AF_NETLINK (not Linux)
+        return None
+    return rows
+
+
+def _port(endpoint: str) -> int | None:
+    tail = endpoint.rsplit(":", 1)[-1]
+    return int(tail) if tail.isdigit() else None
+
+
 class TcpInfoReader:
     """TCP info of given connections, looked up one by one by their addresses
     (a dump of every socket on a busy host would cost far more than the few

@@ -128,7 +128,115 @@ def parse(source: str) -> ast.Expression:
 
 
 def evaluate(tree: ast.Expression, facts: Mapping[str, Any]) -> Any:
-    return _eval(tree.body, facts)
+    # Each rule is evaluated against every subject (2,500 queue records at 2,000 Redis
+    # streams): the tree is turned once into nested closures, the same semantics as
+    # _eval without walking and dispatching on node types at every evaluation.
+    compiled = getattr(tree, "_qdiag_compiled", None)
+    if compiled is None:
+        compiled = _compile(tree.body)
+        tree._qdiag_compiled = compiled
+    return compiled(facts)
+
+
+_LITERALS = {"true": True, "True": True, "false": False, "False": False, "null": None, "None": None}
+
+
+def _compile(node: ast.AST) -> Callable[[Mapping[str, Any]], Any]:
+    """A closure computing what _eval(node, facts) does (kept side by side: _eval is the
+    reference the tests compare this with)."""
+    if isinstance(node, ast.Constant):
+        value = node.value
+        return lambda facts: value
+    if isinstance(node, ast.Name):
+        name = node.id
+        if name in _LITERALS:
+            literal = _LITERALS[name]
+            return lambda facts: literal
+        return lambda facts: facts.get(name)
+    if isinstance(node, ast.Attribute):
+        base_of, attr = _compile(node.value), node.attr
+
+        def attribute(facts):
+            base = base_of(facts)
+            return base.get(attr) if isinstance(base, Mapping) else None
+        return attribute
+    if isinstance(node, ast.BoolOp):
+        parts = [_compile(v) for v in node.values]
+        if isinstance(node.op, ast.And):
+            def conjunction(facts):
+                result: Any = True
+                for part in parts:
+                    result = part(facts)
+                    if not result:
+                        return result
+                return result
+            return conjunction
+
+        def disjunction(facts):
+            result: Any = False
+            for part in parts:
+                result = part(facts)
+                if result:
+                    return result
+            return result
+        return disjunction
+    if isinstance(node, ast.UnaryOp):
+        operand_of = _compile(node.operand)
+        if isinstance(node.op, ast.Not):
+            return lambda facts: not operand_of(facts)
+
+        def negation(facts):
+            operand = operand_of(facts)
+            return -operand if _is_number(operand) else None
+        return negation
+    if isinstance(node, ast.BinOp):
+        left_of, right_of, op = _compile(node.left), _compile(node.right), _BINOPS[type(node.op)]
+
+        def arithmetic(facts):
+            left, right = _bounded(left_of(facts)), _bounded(right_of(facts))
+            if not (_is_number(left) and _is_number(right)):
+                return None
+            try:
+                return op(left, right)
+            except (ArithmeticError, TypeError):
+                return None
+        return arithmetic
+    if isinstance(node, ast.Compare):
+        first = _compile(node.left)
+        steps = [(_CMPOPS[type(op)], not isinstance(op, (ast.Eq, ast.NotEq, ast.In, ast.NotIn)), _compile(c))
+                 for op, c in zip(node.ops, node.comparators)]
+
+        def comparison(facts):
+            left = first(facts)
+            for op, ordering, right_of in steps:
+                right = right_of(facts)
+                if ordering and (left is None or right is None):
+                    return False
+                try:
+                    if not op(left, right):
+                        return False
+                except TypeError:
+                    return False
+                left = right
+            return True
+        return comparison
+    if isinstance(node, ast.Call):
+        function, args_of = FUNCTIONS[node.func.id], [_compile(a) for a in node.args]
+
+        def call(facts):
+            args = [_bounded(a(facts)) for a in args_of]
+            try:
+                return function(*args)
+            except (TypeError, ValueError, ArithmeticError):
+                return None
+        return call
+    if isinstance(node, (ast.List, ast.Tuple)):
+        items = [_compile(e) for e in node.elts]
+        return lambda facts: [item(facts) for item in items]
+    if isinstance(node, ast.IfExp):
+        test, body, orelse = _compile(node.test), _compile(node.body), _compile(node.orelse)
+        return lambda facts: body(facts) if test(facts) else orelse(facts)
+    raise ExprError(f"'{type(node).__name__}' is not allowed")  # unreachable after parse()
 
 
 def _is_number(value: Any) -> bool:

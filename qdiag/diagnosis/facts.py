@@ -176,7 +176,9 @@ def _explicit(process: dict) -> bool:
 
 # Facts of a queue that process-side rules see under `queue`.
 QUEUE_SUMMARY_KEYS = ("subject", "system", "name", "group", "depth", "rate_in", "rate_out", "consumers",
-                      "consumer_procs", "status", "backing_up", "growing", "focus")
+                      "consumer_procs", "status", "backing_up", "growing", "focus",
+                      # Whether its consumers' attempts fail or are never acknowledged (RabbitMQ).
+                      "redeliver_ratio", "ack_rate", "deliver_rate", "messages_unacknowledged", "prefetch_max")
 
 
 @dataclass

@@ -410,6 +410,34 @@ def test_a_connection_the_process_accepted_is_its_clients_not_a_dependency():
     assert wait.parts == (("local", "clients on :9092"),)
 
 
+def test_a_connection_of_the_process_to_itself_is_its_wake_up_channel_not_a_dependency():
+    """pika's pollers build their wake-up pair over loopback TCP: both ends belong to the
+    consumer.  Its idle main thread polls the broker's socket and that pair; it waits for
+    the broker, not for a peer at 127.0.0.1:<ephemeral> (seen as "slow-dependency" on an
+    idle RabbitMQ consumer before this)."""
+    sockets = {
+        1: {"proto": "tcp", "inode": 1, "local": "127.0.0.1:55813", "remote": "127.0.0.1:60928",
+            "state": "ESTABLISHED"},
+        2: {"proto": "tcp", "inode": 2, "local": "127.0.0.1:60928", "remote": "127.0.0.1:55813",
+            "state": "ESTABLISHED"},
+        3: {"proto": "tcp", "inode": 3, "local": "127.0.0.1:41000", "remote": "127.0.0.1:5672",
+            "state": "ESTABLISHED"},
+        4: {"proto": "tcp", "inode": 4, "local": "127.0.0.1:41002", "remote": "127.0.0.1:8080",
+            "state": "ESTABLISHED"},  # a sidecar on this host: another process, a real dependency
+    }
+    own = kw.own_ends(sockets)
+    pair = kw.resolve_fd(5, "socket:[2]", sockets, frozenset(), own)
+    broker = kw.resolve_fd(6, "socket:[3]", sockets, frozenset(), own)
+    sidecar = kw.resolve_fd(7, "socket:[4]", sockets, frozenset(), own)
+    assert pair["kind"] == "selfpair" and pair["peer"] is None
+    assert sidecar["kind"] == "tcp" and sidecar["peer"] == "127.0.0.1:8080"
+    assert kw._fd_wait("poll", [broker, pair], {5672: "rabbitmq"}, None).parts == (("broker", "127.0.0.1:5672"),)
+    assert kw._fd_wait("poll", [pair], {}, None).parts == (("local", kw.SELF_PAIR),)
+    assert kw._fd_wait("poll", [sidecar, pair], {}, None).parts == (("peer", "127.0.0.1:8080"),)
+    late = kw.resolve_late(kw.Wait((("unknown", "socket:[2]"),), "poll"), sockets, frozenset(), {}, own)
+    assert late.parts == (("local", kw.SELF_PAIR),)
+
+
 def test_a_socket_too_young_for_the_tables_is_resolved_from_a_later_read():
     """A per-request connection is often younger than the last table read: the sample keeps the
     inode, and a later read that saw the connection names its peer."""
@@ -447,3 +475,22 @@ def test_a_resumed_wait_is_the_call_of_the_sample_before(previous, args, wchan, 
         assert carried is None
     else:
         assert carried == (expected, args)  # the same arguments: the same pollfd array, the same futex word
+
+
+def test_a_lock_wait_restarted_by_our_own_dumps_still_never_woke():
+    """py-spy's blocking dump stops every thread with ptrace: a futex wait is interrupted and
+    restarted, a timeslice or two of microseconds.  With three dumps in the window, a worker
+    that waited on the same futex all along still never woke; one that ran (milliseconds of
+    CPU, or more timeslices than the dumps explain) did."""
+    wait = kw.Wait((("lock", "futex 0x10"),), "futex")
+    samples = [{"t": i / 10, "state": "S", "call": "futex", "args": (16, 128, 0), "wchan": "futex_wait_queue",
+                "wait": wait} for i in range(20)]
+
+    def track(runs: int, ran_ns: int) -> dict:
+        return {"samples": samples, "sched": ((5_000_000, 0, 40), (5_000_000 + ran_ns, 0, 40 + runs))}
+
+    assert kw.thread_never_woke(track(0, 0))
+    assert not kw.thread_never_woke(track(3, 30_000))                     # no dump: it ran
+    assert kw.thread_never_woke(track(3, 30_000), interruptions=3)        # the dumps' restarts
+    assert not kw.thread_never_woke(track(7, 30_000), interruptions=3)    # more wakes than they explain
+    assert not kw.thread_never_woke(track(3, 8_000_000), interruptions=3)  # 8 ms of CPU: it worked

@@ -13,7 +13,7 @@ KAFKA = os.environ.get("SCENARIO_KAFKA", "127.0.0.1:9092")
 AMQP = os.environ.get("SCENARIO_AMQP", "amqp://guest:guest@127.0.0.1:5672/%2F")
 REDIS = os.environ.get("SCENARIO_REDIS", "redis://127.0.0.1:6379/0")
 
-# handler(body) -> "ack" (done), "retry" (put it back, it failed)
+# handler(body) -> "ack" (done), "retry" (put it back, it failed), "hold" (RabbitMQ: neither)
 Handler = Callable[[bytes], str]
 
 
@@ -99,10 +99,12 @@ def consume_rabbitmq(queue: str, handle: Handler, prefetch: int) -> None:
     ch.basic_qos(prefetch_count=prefetch)
 
     def on_message(channel, method, _props, body):
-        if handle(body) == "ack":
+        outcome = handle(body)
+        if outcome == "ack":
             channel.basic_ack(method.delivery_tag)
-        else:
+        elif outcome == "retry":
             channel.basic_nack(method.delivery_tag, requeue=True)
+        # "hold": neither, the message stays unacknowledged
 
     ch.basic_consume(queue, on_message)
     print("ready", flush=True)

@@ -13,6 +13,8 @@ Faults (combine sparingly: a scenario injects one):
   --deadlock-after N  after N messages the handler and a background thread take two plainly named
                       locks in opposite order and deadlock
   --poison            messages marked poison raise, and are retried for ever
+  --retry-backoff-ms N  wait N ms before a failed message is put back (default 50; 0: at once, a hot loop)
+  --never-ack         RabbitMQ: a handler bug, every message is left neither acked nor rejected
   --nofile N          lower RLIMIT_NOFILE to N; with --leak-fds every message leaks a descriptor
   --hold-mb N         keep N MiB of anonymous memory resident
   --fill-cgroup N     grow resident memory until only N MiB of the memory cgroup's limit is left
@@ -158,6 +160,8 @@ def main() -> None:
     ap.add_argument("--http-timeout", type=float, default=10.0)
     ap.add_argument("--deadlock-after", type=int, default=None)
     ap.add_argument("--poison", action="store_true")
+    ap.add_argument("--retry-backoff-ms", type=float, default=50.0)
+    ap.add_argument("--never-ack", action="store_true")
     ap.add_argument("--nofile", type=int, default=None)
     ap.add_argument("--leak-fds", action="store_true")
     ap.add_argument("--hold-mb", type=int, default=0)
@@ -205,7 +209,7 @@ def main() -> None:
             try:
                 call_pricing_service(args.http, args.http_timeout)
             except (urllib.error.URLError, OSError, TimeoutError):
-                time.sleep(0.05)  # back off a little, then the message is retried
+                time.sleep(args.retry_backoff_ms / 1000.0)  # back off (or not), then the message is retried
                 return "retry"
         if journal is not None:
             append_to_journal(journal, body, args.fsync)
@@ -221,6 +225,8 @@ def main() -> None:
             churn.flush()
         if deadlock is not None:
             deadlock.update_ledger()
+        if args.never_ack:
+            return "hold"  # the bug: the handler returns without acknowledging
         return "ack"
 
     if args.broker == "rabbitmq":
