@@ -144,6 +144,11 @@ def _group_record(run: Run, key: bytes, name: str, stream: dict, group: dict, su
         reason += f" ({depth} undelivered, {pending} pending)"
         if status == rp.STALL and active == 0 and consumers:
             reason += f"; none of the {len(consumers)} consumers read in the last {opts['active_idle_s']:g}s"
+    unacked = never_acked(pendings, rate_out, ack_rate)
+    if status == rp.OK and unacked:
+        # Read and not finished: each entry delivered joins the pending list and stays there.
+        # The undelivered count stays at zero, so the lag alone says healthy.
+        status, reason = rp.WARN, unacked
     if alive["consumers_alive"] == 0 and (waiting or pending or (depth is None and status in (rp.STALL, rp.UNKNOWN))):
         status = rp.GONE
         reason = (f"{len(consumers)} consumer(s) listed in the group and none has a client connection: their "
@@ -159,7 +164,8 @@ def _group_record(run: Run, key: bytes, name: str, stream: dict, group: dict, su
         "last_delivered_id": group["last_delivered_id"], "entries_read": group["entries_read"],
         "entries_added": stream["entries_added"], "length": stream["length"],
         "trimmed_unread": rp.trimmed_unread(stream, group),
-        "ack_rate": ack_rate,
+        "ack_rate": ack_rate, "pending_rate": _round3(pending_rate), "never_acked": bool(unacked),
+        "pending_first": next((v for _, v in pendings if v is not None), None),
         "rate_source": f"in: {summary['rate_in_basis']}; out: entries-read (entries delivered to the group)",
         "depth_trend": rp.trend(depths), "depth_samples": [v for _, v in depths], "consumed_in_window": consumed,
         "oldest_age_s": _oldest(rp.id_age_s(d.get("next_undelivered_id"), now_ms),
@@ -175,6 +181,25 @@ def _group_record(run: Run, key: bytes, name: str, stream: dict, group: dict, su
         "details_skipped": d.get("skipped"), "samples": len(per_sample),
     }
     return record
+
+
+# An acknowledgement rate under this share of the delivery rate, with the pending list
+# growing by at least the rest, is "delivered and not acknowledged".
+NEVER_ACKED_SHARE = 0.1
+
+
+def never_acked(pendings: list[tuple[float, int | None]], rate_out: float | None, ack_rate: float | None) -> str | None:
+    """Why the group's consumers read entries and do not acknowledge them, or None: the
+    pending list grew over the window by at least 90% of what was delivered (XACK
+    removes an entry from it; an entry read and never acknowledged stays)."""
+    known = [(t, v) for t, v in pendings if v is not None]
+    if len(known) < 2 or rate_out is None or ack_rate is None or rate_out <= 0:
+        return None
+    (t0, first), (t1, last_) = known[0], known[-1]
+    if t1 <= t0 or ack_rate > NEVER_ACKED_SHARE * rate_out or last_ - first < max(5, 0.5 * rate_out * (t1 - t0)):
+        return None
+    return (f"delivered and not acknowledged: {rate_out:g}/s read, {ack_rate:g}/s acknowledged; the pending list "
+            f"grew from {first} to {last_} over {t1 - t0:.1f}s")
 
 
 def _alive(d: dict, consumers: list[dict] | None, listed: list[dict] | None, consumed: bool | None) -> dict[str, Any]:
@@ -206,6 +231,10 @@ def _alive(d: dict, consumers: list[dict] | None, listed: list[dict] | None, con
                    liveness_basis="unknown: entries were read during the window, yet no listed consumer "
                                   "has a recognisable connection")
     return out
+
+
+def _round3(value: float | None) -> float | None:
+    return None if value is None else round(value, 3)
 
 
 def _oldest(*ages: float | None) -> float | None:

@@ -102,10 +102,24 @@ def kernel_facts(proc: dict) -> dict[str, Any]:
                             if a.get("kind") == "disk" and a.get("target")][:3],
         "disk_wait_thread_share": max((num(a.get("max_thread_share")) or 0.0 for a in kernel.get("attribution") or []
                                        if a.get("kind") == "disk"), default=None),
+        "kernel_local_share": num(shares.get("local")),
+        # Threads that spent the whole window in one write to a pipe or local socket without being
+        # scheduled: the pipe is full and its reader (a log shipper, a terminal) does not read.
+        "local_writes_blocked": [f"{t.get('name')} ({t.get('tid')}) writing to a {t['dominant'].get('target')}"
+                                 for t in kernel.get("threads") or [] if _blocked_local_write(t)],
         "lock_never_woke_threads": len(kernel.get("lock_waits_never_woke") or []),
         "lock_never_woke": [f"{t.get('name')} ({t.get('tid')})" for t in kernel.get("lock_waits_never_woke") or []],
         "wait_summary": wait_summary(kernel),
     }
+
+
+_WRITE_CALLS = {"write", "writev", "pwrite64", "pwritev", "pwritev2", "sendto", "sendmsg", "sendmmsg", "splice"}
+
+
+def _blocked_local_write(thread: dict) -> bool:
+    dominant = thread.get("dominant") or {}
+    return (bool(thread.get("never_woke")) and dominant.get("kind") == "local" and (dominant.get("share") or 0) >= 0.9
+            and thread.get("detail") in _WRITE_CALLS)
 
 
 def hottest(functions: list[dict]) -> dict | None:

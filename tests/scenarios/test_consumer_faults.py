@@ -76,3 +76,16 @@ def test_redis_list_workers_listening_on_another_key(redis_db, processes, invest
     inv = investigate("--redis", REDIS_URL, "--queue", key)
     top = expect(inv, "consumers-absent", f"redis:{key}")
     assert any("blocked" in e and "brpop" in e for e in top["evidence"]), top["evidence"]
+
+
+def test_redis_stream_consumer_that_never_acknowledges(redis_db, processes, investigate, expect):
+    """The consumer reads every entry with XREADGROUP and never XACKs: the lag stays at
+    zero (everything is delivered) while the pending list grows by the delivery rate."""
+    key = redis_db.stream("never-acked")
+    processes.start("producer.py", "redis-stream", key, "--rate", "30")
+    processes.start("consumer.py", "redis-stream", key, "--group", "workers", "--never-ack", "--prefetch", "10")
+    wait_until(lambda: redis_db.r.xpending(key, "workers")["pending"] >= 150, 30, "the pending list to grow")
+    inv = investigate("--redis", REDIS_URL, "--queue", key)
+    top = expect(inv, "consumer-stuck", f"redis:{key}/workers")
+    assert "redis-stream-entries-never-acknowledged" in top["rules"]
+    assert inv.report["verdict"] != "healthy"

@@ -99,3 +99,23 @@ def test_kernel_facts_and_summary():
     # Not sampled: no facts claimed.
     empty = kernel_facts({})
     assert empty["kernel_sampled"] is False and empty["peer_waited"] is None and empty["wait_summary"] is None
+
+
+def test_a_consumer_blocked_writing_to_a_full_pipe_is_stuck_and_named_so():
+    """Its stdout goes to a reader that stopped: one write() that never returns, on a pipe."""
+    record = kernel(cpu=0.0)
+    record.update(shares={"cpu": 0.0, "local": 1.0, "lock": 0.0, "peer": 0.0, "broker": 0.0},
+                  attribution=[{"kind": "local", "target": "pipe", "share": 1.0, "threads": 1, "max_thread_share": 1.0}],
+                  threads=[{"tid": 10, "name": "main", "dominant": {"kind": "local", "target": "pipe", "share": 1.0},
+                            "detail": "write", "never_woke": True}],
+                  lock_waits_never_woke=[])
+    queue = rabbit_queue("orders", rate_in=20.0, rate_out=0.0, status="growing")
+    snap = snapshot(host(), processes(target(7, cpu=0.0)), thread_probe(with_kernel(7, record)), rabbitmq(queue),
+                    queues=["orders"], pids=[7])
+    assert top(snap) == ("consumer-stuck", "process:7")
+    assert any("writing to a pipe" in e and "reader does not read" in e for e in ranked(snap)[0]["evidence"])
+    # The same thread reading from the pipe (waiting for input) is not a full pipe.
+    record["threads"][0]["detail"] = "read"
+    snap = snapshot(host(), processes(target(7, cpu=0.0)), thread_probe(with_kernel(7, record)), rabbitmq(queue),
+                    queues=["orders"], pids=[7])
+    assert not any("writing to a pipe" in e for c in ranked(snap) for e in c["evidence"])

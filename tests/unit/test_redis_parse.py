@@ -544,3 +544,17 @@ def test_lean_stream_from_groups(replies):
     assert lean["entries_added"] == stream["entries_added"]  # entries-read + lag of a group with a lag
     assert lean["first_id"] is None and lean["last_id"] is None
     assert rp.lean_stream(5, [{"entries_read": None, "lag": None}], stream)["entries_added"] is None
+
+
+def test_a_group_that_reads_and_never_acknowledges_is_told_from_one_with_entries_in_flight():
+    from probes._redis_streams import never_acked
+
+    growing = [(0.0, 460), (2.5, 535), (5.0, 607)]
+    assert "not acknowledged" in never_acked(growing, rate_out=30.0, ack_rate=0.6)
+    # Entries in flight, acknowledged as fast as read: the pending list holds steady.
+    assert never_acked([(0.0, 20), (2.5, 21), (5.0, 19)], rate_out=30.0, ack_rate=30.0) is None
+    # Acks at a fifth of the deliveries: slow to finish, not "never".
+    assert never_acked(growing, rate_out=30.0, ack_rate=6.0) is None
+    # Nothing read during the window: a stall, told by other rules.
+    assert never_acked(growing, rate_out=0.0, ack_rate=0.0) is None
+    assert never_acked([(0.0, 460)], rate_out=30.0, ack_rate=0.0) is None

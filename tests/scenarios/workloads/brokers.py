@@ -153,7 +153,8 @@ def _offset(n: int):
         return OffsetAndMetadata(n, "")
 
 
-def consume_redis_stream(key: str, group: str, handle: Handler, count: int) -> None:
+def consume_redis_stream(key: str, group: str, handle: Handler, count: int, *, claim: bool = True) -> None:
+    """claim: retry what failed by claiming the consumer's own idle pending entries."""
     import redis
 
     r = redis.Redis.from_url(REDIS)
@@ -161,7 +162,7 @@ def consume_redis_stream(key: str, group: str, handle: Handler, count: int) -> N
     print("ready", flush=True)
     next_claim = time.monotonic()
     while True:
-        if time.monotonic() >= next_claim:
+        if claim and time.monotonic() >= next_claim:
             # Retry what failed before: claim our own entries that have waited a little.
             next_claim = time.monotonic() + 0.2
             _, claimed, *_ = r.xautoclaim(key, group, me, min_idle_time=100, start_id="0-0", count=count)

@@ -14,7 +14,8 @@ Faults (combine sparingly: a scenario injects one):
                       locks in opposite order and deadlock
   --poison            messages marked poison raise, and are retried for ever
   --retry-backoff-ms N  wait N ms before a failed message is put back (default 50; 0: at once, a hot loop)
-  --never-ack         RabbitMQ: a handler bug, every message is left neither acked nor rejected
+  --never-ack         a handler bug: every message is left unacknowledged (RabbitMQ: neither acked nor
+                      rejected; Redis stream: no XACK, and nothing claimed back)
   --nofile N          lower RLIMIT_NOFILE to N; with --leak-fds every message leaks a descriptor
   --hold-mb N         keep N MiB of anonymous memory resident
   --fill-cgroup N     grow resident memory until only N MiB of the memory cgroup's limit is left
@@ -234,7 +235,7 @@ def main() -> None:
     elif args.broker == "kafka":
         brokers.consume_kafka(args.name, args.group, handle, args.prefetch)
     elif args.broker == "redis-stream":
-        brokers.consume_redis_stream(args.name, args.group, handle, args.prefetch)
+        brokers.consume_redis_stream(args.name, args.group, handle, args.prefetch, claim=not args.never_ack)
     else:
         brokers.consume_redis_list(args.name, handle)
     del held
