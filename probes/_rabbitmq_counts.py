@@ -100,8 +100,11 @@ def settle(row: Mapping[str, Any], exact: Mapping[str, Any] | None, why_not: str
     if consumers == 0:
         # Messages held by consumers that left went back to ready; the only
         # unacknowledged messages left are basic.get's without ack, which the
-        # statistics show once they catch up.
-        unacked = (api_unacked or 0) if api_consumers == 0 else 0
+        # statistics show once they catch up.  The statistics' consumer count
+        # drops when the channel closes, their message counts only at the next
+        # emission: their unacknowledged count is of now only when their ready
+        # count is too.
+        unacked = (api_unacked or 0) if api_consumers == 0 and api_ready == ready else 0
         settled, high = True, ready + unacked
         why = None
     else:

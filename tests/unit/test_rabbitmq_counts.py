@@ -82,6 +82,16 @@ def test_consumers_that_left_gave_their_messages_back():
     assert (out["depth"], out["messages_unacknowledged"], out["depth_settled"]) == (100, 0, True)
 
 
+def test_a_consumer_count_already_at_zero_does_not_make_a_stale_unacked_count_current():
+    # The broker dropped the consumer (its count in the statistics is 0 already) and
+    # requeued its 10 messages; the message counts are from the emission before.
+    out = rc.settle(row(40, 10, 0), {"ready": 50, "consumers": 0}, None, 5.0)
+    assert (out["depth"], out["messages_unacknowledged"], out["depth_settled"]) == (50, 0, True)
+    # Caught up (the same ready count): 2 messages held by a basic.get without ack are real.
+    out = rc.settle(row(50, 2, 0), {"ready": 50, "consumers": 0}, None, 5.0)
+    assert (out["depth"], out["messages_unacknowledged"]) == (52, 2)
+
+
 def test_caught_up_statistics_settle_the_unacknowledged_part():
     out = rc.settle(row(16, 4, 1, prefetch=[4]), {"ready": 16, "consumers": 1}, None, 5.0)
     assert (out["depth"], out["depth_settled"], out["depth_settled_why"]) == (20, True, None)
