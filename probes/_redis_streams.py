@@ -184,14 +184,15 @@ def _group_record(run: Run, key: bytes, name: str, stream: dict, group: dict, su
 
 
 # An acknowledgement rate under this share of the delivery rate, with the pending list
-# growing by at least the rest, is "delivered and not acknowledged".
+# growing by half the deliveries or more, is "delivered and not acknowledged".
 NEVER_ACKED_SHARE = 0.1
 
 
 def never_acked(pendings: list[tuple[float, int | None]], rate_out: float | None, ack_rate: float | None) -> str | None:
-    """Why the group's consumers read entries and do not acknowledge them, or None: the
-    pending list grew over the window by at least 90% of what was delivered (XACK
-    removes an entry from it; an entry read and never acknowledged stays)."""
+    """Why the group's consumers read entries and do not acknowledge them, or None: under
+    a tenth of what was delivered is acknowledged, and the pending list grew over the
+    window by half of what was delivered or more (XACK removes an entry from it; an
+    entry read and never acknowledged stays)."""
     known = [(t, v) for t, v in pendings if v is not None]
     if len(known) < 2 or rate_out is None or ack_rate is None or rate_out <= 0:
         return None
