@@ -72,4 +72,7 @@ def _subjects(obs: dict, joined):
         yield Subject("broker", "rabbitmq", {**obs["broker"], **broker_facts(obs), "system": "rabbitmq"})
 
 
-CONTRIBUTION = Contribution(steps=(1, 3, 5, 6), status_words=STATUS_WORDS, queue_facts=_queue_facts, subjects=_subjects)
+CONTRIBUTION = Contribution(steps=(1, 3, 5, 6), status_words=STATUS_WORDS, queue_facts=_queue_facts, subjects=_subjects,
+                            # Whether a consumer's attempts fail or are never acknowledged, for its own rules.
+                            queue_summary=("redeliver_ratio", "ack_rate", "deliver_rate", "messages_unacknowledged",
+                                           "prefetch_max"))

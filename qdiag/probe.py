@@ -140,6 +140,8 @@ class Contribution:
                  (a function of the observations first, so it can index them once).
     context:     (observations, joined) -> facts every rule sees (e.g. {"host": {...}}).
     subjects:    (observations, joined) -> Subjects of its own kinds (process, threads, dependency, ...).
+    queue_summary: its queue facts that process-side rules also see under `queue` (the queue a
+                 process consumes), beside facts.QUEUE_SUMMARY_KEYS.
     `joined` is qdiag.diagnosis.facts.Joined: the queues, who consumes what, what was shared."""
 
     steps: tuple[int, ...] = ()
@@ -148,6 +150,7 @@ class Contribution:
     queue_facts: Callable[[dict], Callable[[dict], dict]] | None = None
     context: Callable[[dict, Any], dict] | None = None
     subjects: Callable[[dict, Any], Iterable] | None = None
+    queue_summary: tuple[str, ...] = ()
 
 
 REGISTRY: dict[str, Probe] = {}

@@ -175,10 +175,9 @@ def _explicit(process: dict) -> bool:
 
 
 # Facts of a queue that process-side rules see under `queue`.
+# (A probe adds its own with Contribution.queue_summary.)
 QUEUE_SUMMARY_KEYS = ("subject", "system", "name", "group", "depth", "rate_in", "rate_out", "consumers",
-                      "consumer_procs", "status", "backing_up", "growing", "focus",
-                      # Whether its consumers' attempts fail or are never acknowledged (RabbitMQ).
-                      "redeliver_ratio", "ack_rate", "deliver_rate", "messages_unacknowledged", "prefetch_max")
+                      "consumer_procs", "status", "backing_up", "growing", "focus")
 
 
 @dataclass
@@ -193,6 +192,7 @@ class Joined:
     unsure: set = field(default_factory=set)  # pids whose claim on a queue is unsure
     waiting_on: dict[Any, dict] = field(default_factory=dict)  # pid -> {"url", "threads"}
     broker_ports: set[int] = field(default_factory=set)
+    summary_keys: tuple[str, ...] = QUEUE_SUMMARY_KEYS  # what queue_of() shows of a queue
 
     @property
     def by_subject(self) -> dict[str, dict]:
@@ -212,7 +212,7 @@ class Joined:
     def queue_of(self, pid) -> dict:
         """The queue a process consumes, as the summary process-side rules see."""
         q = self.by_subject.get(self.consumer_of.get(pid))
-        return {k: q.get(k) for k in QUEUE_SUMMARY_KEYS} if q else {}
+        return {k: q.get(k) for k in self.summary_keys} if q else {}
 
     def focus(self, pid) -> bool:
         return pid not in self.unsure
@@ -371,7 +371,9 @@ def join_core(snapshot: dict, baseline_snapshot: dict | None,
     was shared.  A snapshot of several hosts (qdiag/fleet) adds each host's context
     on a view of its own (its processes, its host) with `add_context`."""
     joined = Joined(snapshot=snapshot, broker_ports=brokers.client_ports(_targets(snapshot)),
-                    exported=shares(contributors))
+                    exported=shares(contributors),
+                    summary_keys=tuple(dict.fromkeys(QUEUE_SUMMARY_KEYS + tuple(
+                        k for probe, _ in contributors for k in probe.diagnosis.queue_summary))))
     own_facts = {probe.name: probe.diagnosis.queue_facts(obs) for probe, obs in contributors
                  if probe.diagnosis.queue_facts}
     baselines = _baseline_index(baseline_snapshot)

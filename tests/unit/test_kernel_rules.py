@@ -119,3 +119,29 @@ def test_a_consumer_blocked_writing_to_a_full_pipe_is_stuck_and_named_so():
     snap = snapshot(host(), processes(target(7, cpu=0.0)), thread_probe(with_kernel(7, record)), rabbitmq(queue),
                     queues=["orders"], pids=[7])
     assert not any("writing to a pipe" in e for c in ranked(snap) for e in c["evidence"])
+
+
+def _failing_queue(ack: float) -> dict:
+    return rabbit_queue("orders", rate_in=30.0, rate_out=0.0, status="stuck", depth=500,
+                        rates_broker={"publish": 30.0, "deliver_get": 600.0, "ack": ack, "redeliver": 600.0 - ack},
+                        redeliver_ratio=round((600.0 - ack) / 600.0, 3))
+
+
+def test_every_delivery_coming_back_while_the_consumer_calls_one_peer_is_that_peer_failing():
+    """Redelivered at the delivery rate, no ack: systemic, not a few poison messages; the kernel
+    caught the consumer waiting on one peer besides the broker, if only briefly (fast errors)."""
+    proc = with_kernel(7, kernel(peer_share=0.1, cpu=0.6, broker=0.3))
+    snap = snapshot(host(), processes(target(7)), thread_probe(proc), rabbitmq(_failing_queue(ack=0.0)),
+                    queues=["orders"], pids=[7])
+    cause = ranked(snap)[0]
+    assert (cause["id"], cause["subject"]) == ("dependency-failure", f"dependency:tcp://{PEER}")
+    assert "every-delivery-fails-at-peer" in cause["rules"]
+
+
+def test_redeliveries_among_messages_that_are_acknowledged_stay_poison():
+    """Four messages in five acked (24 of 30/s) while the bad ones spin: a few poison messages."""
+    proc = with_kernel(7, kernel(peer_share=0.1, cpu=0.6, broker=0.3))
+    queue = _failing_queue(ack=24.0)
+    snap = snapshot(host(), processes(target(7)), thread_probe(proc), rabbitmq(queue), queues=["orders"], pids=[7])
+    assert top(snap) == ("poison-message", "rabbitmq:orders")
+    assert not any(c["id"] == "dependency-failure" for c in ranked(snap))
