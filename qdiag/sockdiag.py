@@ -15,8 +15,9 @@ from __future__ import annotations
 import os
 import socket
 import struct
+from typing import Iterator
 
-from qdiag.endpoints import format_endpoint, ip_from_bytes
+from qdiag.endpoints import format_endpoint, ip_from_bytes, port_of
 
 # The kernel's TCP state numbers (include/net/tcp_states.h), as /proc/net/tcp and sock_diag report them.
 TCP_STATES = {
@@ -192,22 +193,25 @@ def _netlink(timeout: float) -> socket.socket:
     return sock
 
 
+def _dump(states: int, timeout: float) -> Iterator[dict]:
+    """Every TCP socket of qdiag's network namespace in `states` (a bit mask, 1 << state),
+    IPv4 then IPv6, from sock_diag dumps.  Raises OSError (AttributeError: no AF_NETLINK)."""
+    with _netlink(timeout) as sock:
+        for seq, family in enumerate((socket.AF_INET, socket.AF_INET6), 1):
+            sock.sendto(sock_diag_request(family, states, seq), (0, 0))
+            done = False
+            while not done:
+                records, done = parse_sock_diag(sock.recv(RECV_BYTES))
+                yield from records
+
+
 def listen_backlogs(timeout: float) -> dict[int, int] | None:
     """{socket inode: backlog limit} for every TCP listener in qdiag's network
     namespace, or None when sock_diag is unavailable."""
-    found: dict[int, int] = {}
     try:
-        with _netlink(timeout) as sock:
-            for seq, family in enumerate((socket.AF_INET, socket.AF_INET6), 1):
-                sock.sendto(sock_diag_request(family, 1 << TCP_LISTEN, seq), (0, 0))
-                done = False
-                while not done:
-                    records, done = parse_sock_diag(sock.recv(RECV_BYTES))
-                    for rec in records:
-                        found[rec["inode"]] = rec["wqueue"]
+        return {rec["inode"]: rec["wqueue"] for rec in _dump(1 << TCP_LISTEN, timeout)}
     except (OSError, AttributeError):  # AttributeError: no AF_NETLINK (not Linux)
         return None
-    return found
 
 
 # Every TCP state but TIME_WAIT: sockets in TIME_WAIT belong to no process (inode 0), and
@@ -221,28 +225,13 @@ def tcp_sockets(inodes: set[int], timeout: float) -> list[dict] | None:
     like /proc/net/tcp's ({"local", "local_port", "remote", "state", "inode", ...}),
     from one sock_diag dump per address family that leaves TIME_WAIT out in the
     kernel; None when sock_diag is unavailable."""
-    rows: list[dict] = []
     try:
-        with _netlink(timeout) as sock:
-            for seq, family in enumerate((socket.AF_INET, socket.AF_INET6), 1):
-                sock.sendto(sock_diag_request(family, LIVE_STATES, seq), (0, 0))
-                done = False
-                while not done:
-                    records, done = parse_sock_diag(sock.recv(RECV_BYTES))
-                    for rec in records:
-                        if rec["inode"] in inodes:
-                            rows.append({"local": rec["local"], "local_port": _port(rec["local"]),
-                                         "remote": rec["remote"], "state": rec["state"],
-                                         "tx_queue": rec["wqueue"], "rx_queue": rec["rqueue"],
-                                         "uid": rec["uid"], "inode": rec["inode"]})
+        return [{"local": rec["local"], "local_port": port_of(rec["local"]), "remote": rec["remote"],
+                 "state": rec["state"], "tx_queue": rec["wqueue"], "rx_queue": rec["rqueue"], "uid": rec["uid"],
+                 "inode": rec["inode"]}
+                for rec in _dump(LIVE_STATES, timeout) if rec["inode"] in inodes]
     except (OSError, AttributeError):  # AttributeError: no AF_NETLINK (not Linux)
         return None
-    return rows
-
-
-def _port(endpoint: str) -> int | None:
-    tail = endpoint.rsplit(":", 1)[-1]
-    return int(tail) if tail.isdigit() else None
 
 
 class TcpInfoReader:

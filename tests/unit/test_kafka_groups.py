@@ -181,6 +181,22 @@ def test_a_rebalance_storm_ranks_first_with_its_mechanism():
     assert any("max.poll.records" in m for m in top["mitigations"]["immediate"])
 
 
+def test_a_storm_whose_commits_move_between_rebalances_while_the_lag_grows():
+    """Between two evictions a batch sometimes commits: offsets move a little, the lag still
+    grows, and two rebalances in the window (a member gone, the group rebalancing again)
+    say storm, not an undersized pool."""
+    a, b = _svc_member("a-1", (0,)), _svc_member("b-1", (1,), host="/10.0.0.6")
+    b_all = _svc_member("b-1", (0, 1), host="/10.0.0.6")
+    described = [{"state": "Stable", "members": [a, b]}, {"state": "Stable", "members": [b_all]},
+                 {"state": "PreparingRebalance", "members": [b_all]}]
+    commits = [{"0": 10, "1": 20}, {"0": 12, "1": 22}, {"0": 14, "1": 24}]
+    report = _report(_window_doc(commits, [{"0": 100, "1": 50}, {"0": 130, "1": 70}, {"0": 160, "1": 90}],
+                                 described, members=[a, b]))
+    top = report["root_causes"][0]
+    assert (top["id"], top["subject"], top["rules"][0]) == ("slow-consumer-logic", "kafka:t/g", "kafka-rebalance-storm")
+    assert "fell behind" in top["evidence"][0] and "growing" in top["evidence"][0]
+
+
 def test_membership_churn_with_commits_moving_is_not_a_storm():
     a, a2 = _svc_member("a-1", (0, 1)), _svc_member("a-2", (0, 1))
     described = [{"state": "Stable", "members": [a]}, {"state": "Stable", "members": [a2]},
