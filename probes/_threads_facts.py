@@ -102,7 +102,6 @@ def kernel_facts(proc: dict) -> dict[str, Any]:
                             if a.get("kind") == "disk" and a.get("target")][:3],
         "disk_wait_thread_share": max((num(a.get("max_thread_share")) or 0.0 for a in kernel.get("attribution") or []
                                        if a.get("kind") == "disk"), default=None),
-        "kernel_local_share": num(shares.get("local")),
         # Threads that spent the whole window in one write to a pipe or local socket without being
         # scheduled: the pipe is full and its reader (a log shipper, a terminal) does not read.
         "local_writes_blocked": [f"{t.get('name')} ({t.get('tid')}) writing to a {t['dominant'].get('target')}"
