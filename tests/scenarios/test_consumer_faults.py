@@ -59,8 +59,9 @@ def test_rabbitmq_workers_wait_for_a_leaked_session_pool(rabbit, processes, inve
     q = rabbit.queue("pool-leak")
     processes.start("producer.py", "rabbitmq", q, "--rate", "30")
     consumer = processes.start("session_pool.py", q, f"http://127.0.0.1:{_port(server)}/price")
+    consumer.wait_for("pool empty")  # on a loaded machine the leaks take seconds to happen
     rabbit.wait_backlog(q, 80)
-    time.sleep(1)  # the last worker reaches the empty pool
+    time.sleep(1)  # the other workers reach the empty pool
     inv = investigate("--rabbitmq", RABBIT, "--queue", q, "--pid", str(consumer.pid))
     top = expect(inv, "consumer-stuck", f"process:{consumer.pid}")
     assert any("never" in e or "without being scheduled" in e for e in top["evidence"]), top["evidence"]

@@ -9,7 +9,9 @@ worker waits to borrow a session for ever; the downstream service itself is
 fast.  Nothing here is named after locks or waiting: what qdiag sees must come
 from what the kernel and the runtime report.
 
-Prints "ready" once subscribed.  Runs until killed.
+Prints "ready" once subscribed, and "pool empty" once the last session has
+leaked (for the harness to start qdiag after the fault has taken hold; qdiag
+never reads this output).  Runs until killed.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ def main() -> None:
         sessions.put(f"session-{n}")
     inbox: queue.Queue = queue.Queue()
     done: queue.Queue = queue.Queue()
+    leaked = itertools.count(1)
 
     def work() -> None:
         while True:
@@ -51,8 +54,10 @@ def main() -> None:
                 urllib.request.urlopen(args.url, timeout=5).read()
             except OSError:
                 pass
-            if n % 40 == 7:
-                continue  # the bug: this branch never returns its session
+            if n % 40 == 7:  # the bug: this branch never returns its session
+                if next(leaked) == args.sessions:
+                    print("pool empty", flush=True)
+                continue
             sessions.put(session)
             done.put(tag)
 
