@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 import time
 from contextlib import contextmanager
-from typing import Any, TextIO
+from typing import Any, Callable, TextIO
 
 from qdiag import autodetect, snapshot, watchdog
 from qdiag.brokers import BROKERS
@@ -84,13 +84,14 @@ def _progress(stream: TextIO | None, color: bool):
 
 
 def collect(settings: Settings, argv: list[str], *, progress: TextIO | None = None,
-            color: bool = False) -> dict[str, Any]:
-    """Probe and return the snapshot document; `progress` is the terminal to show progress on, if any."""
+            color: bool = False, while_waiting: Callable[[], None] | None = None) -> dict[str, Any]:
+    """Probe and return the snapshot document; `progress` is the terminal to show progress on, if any;
+    `while_waiting` is work done while the probes wait between samples (runner.Runner.run)."""
     settings, auto_found = autodetect.detect(settings)
     for found in auto_found:
         log.info("auto-detected %s", found)
     with _progress(progress, color) as on_event:
-        results, discovered = run_probes(settings, on_event=on_event)
+        results, discovered = run_probes(settings, on_event=on_event, while_waiting=while_waiting)
     doc = snapshot.build(
         probes=[r.as_dict() for r in results],
         settings_doc=settings_doc(settings, auto_found),

@@ -4,6 +4,7 @@ so tests drive probes without the real host where that matters."""
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
@@ -40,6 +41,9 @@ class ProbeContext:
     # What the probe has observed so far; kept if the probe times out.
     partial: dict[str, Any] = field(default_factory=dict)
     log: logging.Logger = field(default_factory=lambda: logging.getLogger("qdiag"))
+    # Set when the probe first waits for its next sample (its set-up is over), or ends:
+    # the runner does its own work in that idle time (Runner.run's `while_waiting`).
+    waiting: threading.Event = field(default_factory=threading.Event, repr=False)
     _options: dict[str, Any] | None = field(default=None, repr=False)
 
     @property
@@ -77,6 +81,7 @@ class ProbeContext:
         """Sleep until the monotonic time `when`; never past the deadline."""
         delay = when - self.clock()
         if delay > 0:
+            self.waiting.set()
             if self.clock() + delay > self.deadline:
                 self.sleeper(max(0.0, self.deadline - self.clock()))
                 raise DeadlineReached(self.name)

@@ -27,6 +27,8 @@ DISCOVERY_BUDGET_S = 3.0
 DISCOVERY_SHARE = 0.2
 # Time kept back from the global deadline to build and print the report.
 REPORT_RESERVE_S = 0.5
+# `while_waiting` work starts once every probe waits for its next sample, or after this.
+IDLE_WAIT_CAP_S = 2.0
 # A probe's own deadline falls this much before the runner stops waiting for it
 # (at most; a tenth of its time when that is less): a client call bounded by
 # ctx.io_timeout() times out at the deadline, and the probe then has this long
@@ -133,8 +135,13 @@ class Runner:
                             paths=self.paths, clock=self.clock, discovered=discovered,
                             log=logging.getLogger(f"qdiag.probe.{name}"))
 
-    def run(self) -> tuple[list[ProbeResult], list[dict]]:
-        """Returns (one result per probe, in registry order; discovered consumers)."""
+    def run(self, while_waiting: Callable[[], None] | None = None) -> tuple[list[ProbeResult], list[dict]]:
+        """Returns (one result per probe, in registry order; discovered consumers).
+
+        `while_waiting` is the caller's own work (loading the rules the report needs), done
+        in this thread once the probes' set-up is over and they wait between samples: the
+        window's idle time, not the time before the first sample or after the last.  What
+        it raises is raised here, after the probes end."""
         self._new_run()
         now = self.clock()
         # The --timeout counts from the run's start (the process's, for the CLI): time
@@ -172,8 +179,19 @@ class Runner:
             discovery.join(max(0.0, discovery_deadline - self.clock()))
         discovered = list(found.get("items") or [])
         running += self._start([p for p in runnable if p.uses_discovery], global_deadline, discovered)
+        failed: BaseException | None = None
+        if while_waiting is not None:
+            idle_from = min(global_deadline, self.clock() + min(IDLE_WAIT_CAP_S, self.settings.window_s))
+            for r in running:
+                r.ctx.waiting.wait(max(0.0, idle_from - self.clock()))
+            try:
+                while_waiting()
+            except BaseException as exc:  # noqa: BLE001 - re-raised once the probes are accounted for
+                failed = exc
         for result in self._finish(running, global_deadline):
             results[result.name] = result
+        if failed is not None:
+            raise failed
         return [results[p.name] for p in self.probes], discovered
 
     def _discover(self, probes: list[P.Probe], deadline: float) -> list[dict]:
@@ -261,6 +279,7 @@ class Runner:
             if self.settings.debug:
                 tb = traceback.format_exc()
         result = ProbeResult(probe.name, status, self.clock() - began, error, observations, tb)
+        ctx.waiting.set()
         with lock:
             if probe.name in done:  # already recorded as timed out; too late to count
                 return
@@ -268,12 +287,13 @@ class Runner:
         self.on_event(probe.name, status)
 
 
-def run_probes(settings: Settings, probes: Iterable[P.Probe] | None = None, **kwargs) -> tuple[list[ProbeResult], list[dict]]:
+def run_probes(settings: Settings, probes: Iterable[P.Probe] | None = None, *,
+               while_waiting: Callable[[], None] | None = None, **kwargs) -> tuple[list[ProbeResult], list[dict]]:
     chosen = list(P.all_probes().values()) if probes is None else list(probes)
     known = {p.name for p in chosen}
     for flag, names in (("--probe", settings.only_probes), ("--no-probe", settings.skip_probes)):
         unknown = [n for n in names if n not in known]
         if unknown:
             raise UsageError(f"{flag} {unknown[0]}: no such probe", "known probes: " + ", ".join(sorted(known)))
-    return Runner(settings, chosen, **kwargs).run()
+    return Runner(settings, chosen, **kwargs).run(while_waiting)
 

@@ -20,7 +20,14 @@ def run(env: Environment, settings: Settings, argv: list[str], *, fmt: str, outp
     # Everything that can be wrong with the inputs and outputs fails now, not after minutes of probing.
     outputs.check_writable(output, "--output", "report.md")
     outputs.check_writable(save, "--snapshot", "incident.json.gz")
-    rules = load_rules(playbooks)
+    # A --playbook file is read and checked before any probing; the built-in rules alone
+    # are loaded in the window's idle time (about 50 ms of CPU otherwise spent before it).
+    loaded: dict[str, list] = {"rules": load_rules(playbooks)} if playbooks else {}
+
+    def load_builtin_rules() -> None:
+        if "rules" not in loaded:
+            loaded["rules"] = load_rules([])
+
     base = load_baseline(env, baseline)
     fleet = fleet or {}
     remote = None
@@ -35,7 +42,7 @@ def run(env: Environment, settings: Settings, argv: list[str], *, fmt: str, outp
             remote = rm.start(specs, settings, env.vars, command=fleet.get("command"),
                               kube_context=fleet.get("kube_context"), kube_container=fleet.get("kube_container"))
         doc = collect(settings, argv, progress=env.stderr if env.stderr_isatty else None,
-                      color=env.color(env.stderr_isatty))
+                      color=env.color(env.stderr_isatty), while_waiting=load_builtin_rules)
         if remote is not None:
             from qdiag.fleet.merge import Taken, hostname, merge
 
@@ -45,6 +52,7 @@ def run(env: Environment, settings: Settings, argv: list[str], *, fmt: str, outp
             outputs.write_bytes(env, save, snap.dumps(doc), mode=0o600, what="the snapshot")
         else:
             snap.save(doc, Path(save))
-    emit_report(env, build_any(doc, rules, base), fmt, output)
+    load_builtin_rules()  # a no-op when the window already did it
+    emit_report(env, build_any(doc, loaded["rules"], base), fmt, output)
     if not anything_probed(doc):
         raise NothingProbed("no probe produced data", "see the probe table above for why each one failed")

@@ -226,6 +226,11 @@ def test_stopped_stalled_and_draining_groups(rig, kafka_bootstrap):
     assert q["lag_trend"] == "shrinking" and q["rate_out"] > 0 and q["rate_in"] == 0
     # seconds behind of a lagging partition come from the record itself
     assert queue_of(obs, stopped, live)["lag_seconds_source"] == "record_timestamp"
+    # the stopped group's records were read in the window's idle time; the draining group's
+    # committed offset moved after that, so its record was read again at the last one
+    reads = obs["timestamp_reads"]
+    assert reads.get("read_in_window", 0) >= 1 and reads["read"] == reads["requested"], reads
+    assert queue_of(obs, draining, backlog)["lag_seconds_source"] == "record_timestamp"
 
 
 def test_read_committed_uses_the_last_stable_offset(rig, kafka_bootstrap):

@@ -205,3 +205,62 @@ def test_probe_disabled_in_config_is_skipped(tmp_path):
     (tmp_path / "qdiag.toml").write_text("[probes.host]\nenabled = false\n")
     results, _ = Runner(settings(tmp_path), [make("host", lambda ctx: {})]).run()
     assert results[0].status == P.SKIPPED and "config" in results[0].error
+
+
+def test_work_while_waiting_runs_after_set_up_and_before_the_last_sample(tmp_path):
+    """The caller's own work (the report's rules) uses the window's idle time: it starts
+    once every probe waits for its next sample, not while one is still setting up."""
+    events = []
+    lock = threading.Lock()
+
+    def note(what):
+        with lock:
+            events.append(what)
+
+    def probe(delay):
+        def collect(ctx):
+            time.sleep(delay)  # set-up: connecting, listing
+            note(f"set-up {delay}")
+            ctx.sample(lambda: None, count=3)
+            note(f"sampled {delay}")
+            return {}
+        return collect
+
+    Runner(settings(tmp_path, window=1.5, timeout=20), [make("quick", probe(0.0)), make("slow", probe(0.4))]).run(
+        while_waiting=lambda: note("work"))
+    assert events.index("work") > events.index("set-up 0.4")
+    assert events.index("work") < events.index("sampled 0.0")
+
+
+def test_work_while_waiting_starts_within_its_cap_when_a_probe_never_waits(tmp_path):
+    release = threading.Event()
+    started = {}
+
+    def busy(ctx):
+        release.wait(20)  # never sleeps for a sample
+        return {}
+
+    began = time.monotonic()
+    results, _ = Runner(settings(tmp_path, window=1.0, timeout=20), [make("busy", busy)]).run(
+        while_waiting=lambda: (started.setdefault("after", time.monotonic() - began), release.set()))
+    assert results[0].status == P.OK
+    assert 0.9 <= started["after"] < 10  # the cap (the window, at most 2 s), with a wide margin
+
+
+def test_work_while_waiting_that_fails_is_raised_once_the_probes_are_done(tmp_path):
+    finished = threading.Event()
+
+    def sampler(ctx):
+        ctx.sample(lambda: None, count=2)
+        finished.set()
+        return {}
+
+    def broken():
+        raise ValueError("rules could not be read")
+
+    try:
+        Runner(settings(tmp_path, window=0.5, timeout=20), [make("s", sampler)]).run(while_waiting=broken)
+    except ValueError as exc:
+        assert "rules" in str(exc) and finished.is_set()
+    else:
+        raise AssertionError("the failure of the work was lost")
