@@ -86,9 +86,11 @@ def test_every_parameter_qdiag_declares_is_handled():
     assert not left
 
 
-def test_a_run_does_not_import_pydantic():
+@pytest.mark.parametrize("argv", [["investigate", "--window", "abc"], ["check", "--max-depth", "lots"],
+                                  ["explain", "consumer-stuck"], ["probes"], ["playbooks", "list"], ["--version"]])
+def test_a_run_does_not_import_pydantic(argv):
     code = ("import sys; from qdiag import cli; "
-            "cli.main(['investigate', '--window', 'abc']); print('pydantic' in sys.modules)")
+            f"cli.main({argv!r}); print('pydantic' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.stdout.strip().splitlines()[-1] == "False", out.stdout + out.stderr
 
