@@ -331,6 +331,12 @@ class _Target:
                 self.fail("no-process", f"pid {self.pid} exited before it could be dumped "
                                         "(the number may now belong to another process)")
             return
+        if _status_fields(self.ctx.paths.proc, self.pid).get("State", "").startswith("T"):
+            # Stopped by SIGSTOP or SIGTSTP: its threads cannot run to be dumped (py-spy fails
+            # on the stop it finds, jcmd waits for a JVM that cannot answer).  Not touched.
+            self._failed_dump("stopped", f"pid {self.pid} is stopped (state T: SIGSTOP, or Ctrl-Z in its terminal): "
+                                         f"not dumped, since a dump needs it running; kill -CONT {self.pid} resumes it")
+            return
         offset = self.ctx.clock() - self.ctx.window_start
         if self.runtime == "python":
             cmd = [self.tool, "dump", "--json", "--pid", str(self.pid)]

@@ -324,6 +324,26 @@ def test_when_every_process_fails_the_probe_fails_with_the_first_reason():
         stop(not_python)
 
 
+def test_a_stopped_python_process_is_not_attached_to_and_stays_stopped(tmp_path):
+    """SIGSTOP (or Ctrl-Z): py-spy would fail on the stop it finds; the probe says why, in one
+    line, and leaves the process as it was: still stopped, never resumed."""
+    stopped = spawn(tmp_path, "stopped", """
+        import time
+        print("ready", flush=True)
+        time.sleep(3600)
+        """)
+    os.kill(stopped.pid, signal.SIGSTOP)
+    try:
+        result = run_probe(window=1.0, pids=(stopped.pid,))
+        assert result.status == P.ERROR
+        assert result.error.startswith(f"pid {stopped.pid} is stopped (state T") and "kill -CONT" in result.error
+        with open(f"/proc/{stopped.pid}/stat") as fh:
+            assert fh.read().rsplit(")", 1)[1].split()[0] == "T"
+    finally:
+        os.kill(stopped.pid, signal.SIGCONT)
+        stop(stopped)
+
+
 def test_a_process_that_exits_mid_window_keeps_its_dumps(tmp_path):
     short = spawn(tmp_path, "short_lived", """
         import time

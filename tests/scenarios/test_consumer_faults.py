@@ -5,6 +5,8 @@ does with a blocked list pop, what the kernel says a thread waits on."""
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 
 import pytest
@@ -65,6 +67,25 @@ def test_rabbitmq_workers_wait_for_a_leaked_session_pool(rabbit, processes, inve
     inv = investigate("--rabbitmq", RABBIT, "--queue", q, "--pid", str(consumer.pid))
     top = expect(inv, "consumer-stuck", f"process:{consumer.pid}")
     assert any("never" in e or "without being scheduled" in e for e in top["evidence"]), top["evidence"]
+
+
+def test_rabbitmq_consumer_stopped_by_a_signal(rabbit, processes, investigate, expect):
+    """Someone pressed Ctrl-Z in the consumer's terminal (here: SIGSTOP).  The broker still
+    lists the consumer (its heartbeats time out only after a minute) holding its prefetch;
+    only the kernel says why: the process is stopped.  No --pid: discovery finds it."""
+    q = rabbit.queue("stopped")
+    processes.start("producer.py", "rabbitmq", q, "--rate", "30")
+    consumer = processes.start("consumer.py", "rabbitmq", q, "--prefetch", "10")
+    rabbit.wait_acking(q)
+    os.kill(consumer.pid, signal.SIGSTOP)
+    try:
+        rabbit.wait_backlog(q, 60)
+        inv = investigate("--rabbitmq", RABBIT, "--queue", q)
+        top = expect(inv, "consumer-stuck", f"process:{consumer.pid}")
+        assert "consumer-process-stopped" in top["rules"], top["rules"]
+        assert any("state T" in e for e in top["evidence"]), top["evidence"]
+    finally:
+        os.kill(consumer.pid, signal.SIGCONT)
 
 
 def test_redis_list_workers_listening_on_another_key(redis_db, processes, investigate, expect):

@@ -145,3 +145,18 @@ def test_redeliveries_among_messages_that_are_acknowledged_stay_poison():
     snap = snapshot(host(), processes(target(7)), thread_probe(proc), rabbitmq(queue), queues=["orders"], pids=[7])
     assert top(snap) == ("poison-message", "rabbitmq:orders")
     assert not any(c["id"] == "dependency-failure" for c in ranked(snap))
+
+
+def test_a_consumer_stopped_by_a_signal_is_stuck_and_named_so():
+    """State T at both ends of the window: it runs nothing, whatever its code."""
+    queue = rabbit_queue("orders", rate_in=20.0, rate_out=0.0, status="growing")
+    snap = snapshot(host(), processes(target(7, cpu=0.0, state="T", state_at_start="T")), rabbitmq(queue),
+                    queues=["orders"], pids=[7])
+    cause = ranked(snap)[0]
+    assert (cause["id"], cause["subject"]) == ("consumer-stuck", "process:7")
+    assert "consumer-process-stopped" in cause["rules"] and "kill -CONT 7" in cause["mitigations"]["immediate"][0]
+    # Stopped for a moment only (resumed by the end), or in a ptrace stop (a debugger, py-spy): not this rule.
+    for start, end in (("T", "S"), ("S", "T"), ("t", "t")):
+        snap = snapshot(host(), processes(target(7, cpu=0.0, state=end, state_at_start=start)), rabbitmq(queue),
+                        queues=["orders"], pids=[7])
+        assert not any("consumer-process-stopped" in c["rules"] for c in ranked(snap)), (start, end)
