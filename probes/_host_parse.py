@@ -582,6 +582,69 @@ def _v2_has(controller: str, line: dict, mount: dict, sys_root: str) -> bool:
         return False
 
 
+# The kernel's cgroup freezer (`docker pause`, `kubectl`-less `systemctl freeze`,
+# a checkpoint in progress) holds every task of a cgroup: under v1 they sleep in
+# state D in __refrigerator, under v2 in state S inside the signal path, their
+# system call left as it was (a paused consumer then looks idle).  Only the
+# cgroup's own file says so plainly: v1 freezer.state (FREEZING while tasks are
+# still being caught, FROZEN once all are; a parent's freeze shows in the child),
+# v2 cgroup.events' "frozen" (the effective state, a frozen ancestor included).
+FROZEN_V1_STATES = ("FROZEN", "FREEZING")
+
+
+def freezer_reading(memberships: list[dict], mounts: list[dict], sys_root: str) -> dict[str, Any] | None:
+    """Whether the cgroup freezer holds the process: {"frozen", "version", "path", "file", "value"};
+    None when no freezer file of its cgroups could be read (the root cgroup of v2 has none)."""
+    checks = []
+    for line in memberships:
+        for mount in mounts:
+            if mount["fstype"] == "cgroup" and "freezer" in line["controllers"] and "freezer" in mount["options"]:
+                checks.append(("v1", line, mount, "freezer.state"))
+            elif mount["fstype"] == "cgroup2" and line["id"] == "0" and not line["controllers"]:
+                checks.append(("v2", line, mount, "cgroup.events"))
+    seen: set[str] = set()
+    found = None
+    for version, line, mount, name in checks:
+        directory, resolved = _resolve_dir(line["path"], mount, sys_root)
+        # A path that does not resolve would read some other cgroup (the mount's root): no guess here.
+        if resolved != "exact" or directory in seen:
+            continue
+        seen.add(directory)
+        text = _read_quiet(os.path.join(directory, name))
+        if text is None:
+            if directory == os.path.normpath(_on_sys_root(mount["mount_point"], sys_root)) and mount["root"] == "/":
+                # A hierarchy's root cgroup has no freezer file: it cannot be frozen.
+                found = found or {"frozen": False, "version": version, "path": line["path"], "file": None,
+                                  "value": "the root cgroup, which cannot be frozen"}
+            continue
+        if version == "v1":
+            value = text.strip()
+            frozen = value in FROZEN_V1_STATES
+        else:
+            events = parse_flat_keyed(text)
+            if "frozen" not in events:  # kernels before 5.2 have no v2 freezer
+                continue
+            value, frozen = f"frozen {events['frozen']}", events["frozen"] == 1
+        reading = {"frozen": frozen, "version": version, "path": line["path"], "file": name, "value": value}
+        if frozen:
+            return reading
+        found = found or reading
+    return found
+
+
+def cgroup_frozen(proc_root: str, sys_root: str, pid: int | str) -> dict[str, Any] | None:
+    """freezer_reading() of one process, or None when unknown."""
+    try:
+        memberships = parse_proc_cgroup(read_text(os.path.join(proc_root, str(pid), "cgroup")))
+    except (OSError, UnicodeDecodeError):
+        return None
+    try:
+        mounts = parse_mountinfo_cgroups(read_text(os.path.join(proc_root, "self", "mountinfo")))
+    except (OSError, UnicodeDecodeError):
+        mounts = _default_mounts(sys_root)
+    return freezer_reading(memberships, mounts, sys_root)
+
+
 def cgroup_stats(proc_root: str, sys_root: str, pid: int | str = "self") -> dict[str, Any]:
     """One reading of the cgroup limits and counters of process `pid` (counters are raw totals).
 
@@ -627,6 +690,7 @@ def cgroup_stats(proc_root: str, sys_root: str, pid: int | str = "self") -> dict
         versions.append(version)
     if versions:
         reading["version"] = versions[0] if len(set(versions)) == 1 else "hybrid"
+    reading["freezer"] = freezer_reading(memberships, mounts, sys_root)
     return reading
 
 
@@ -643,7 +707,10 @@ def cgroup_delta(before: dict[str, Any], after: dict[str, Any], seconds: float) 
     """Two cgroup_stats() readings -> limits, current usage and deltas over `seconds`."""
     notes = list(dict.fromkeys(before.get("notes", []) + after.get("notes", [])))
     out: dict[str, Any] = {"pid": after.get("pid"), "version": after.get("version"), "cpu": None, "memory": None,
-                           "notes": notes}
+                           "freezer": None, "notes": notes}
+    freezer0, freezer1 = before.get("freezer"), after.get("freezer")
+    if freezer1:
+        out["freezer"] = {**freezer1, "frozen_at_start": freezer0.get("frozen") if freezer0 else None}
     cpu0, cpu1 = before.get("cpu"), after.get("cpu")
     if cpu0 and cpu1 and _moved(cpu0, cpu1):
         notes.append(f"cpu: the process moved from {cpu0['path']} to {cpu1['path']} during the window")

@@ -8,7 +8,8 @@ to what it is (a TCP connection and its peer, a pipe, a Unix socket...).  The
 classification follows the mechanism, never a function or thread name:
 
 - state R: on a CPU (or runnable; schedstat separates the two);
-- state D: uninterruptible, usually disk or NFS; the wchan names where;
+- state D: uninterruptible, usually disk or NFS; the wchan names where
+  (__refrigerator: the v1 cgroup freezer holds it);
 - futex, semop, file locks: waiting for a lock or a condition (idle worker
   pools wait here too: a futex wait alone is not contention);
 - nanosleep, clock_nanosleep, a poll on no fds, a timerfd: sleeping;
@@ -171,6 +172,8 @@ def classify(state: str | None, call: str | None, args: tuple[int, ...], wchan: 
     if state == "R" or call == "running":
         return _one("cpu")
     if state == "D":
+        if (wchan or "").startswith("__refrigerator"):  # the v1 cgroup freezer holds it, not a disk
+            return _one("other", "frozen", "held by the cgroup freezer")
         return _one("disk", wchan, call)
     if state in ("T", "t"):
         return _one("other", "stopped", "stopped by a signal or a debugger")

@@ -142,6 +142,10 @@ def cgroup_over_window(before: Any, after: Any, seconds: float | None) -> Any:
         return None
 
 
+def _freezer(reading: Any) -> dict | None:
+    return reading.get("freezer") if isinstance(reading, dict) else None
+
+
 def describe(proc: psutil.Process, proc_root: str) -> tuple[dict, int | None]:
     """What does not change over the window (read once), and the soft RLIMIT_NOFILE."""
     pid = proc.pid
@@ -360,11 +364,16 @@ def _target_record(rec: dict, samples: list, ncpu: int, fd_limit: int | None, ba
         same_netns = False
     listening, connections = _summarise_sockets(first_sockets, last_sockets if end["inodes"] is not None else None,
                                                 backlogs, same_netns)
+    freezer_start, freezer_end = _freezer(first["cgroup"]), (None if gone else _freezer(last["cgroup"]))
     out = dict(rec)
     out.update({
         "gone": gone,
         "state": state,
         "state_at_start": first["state"],
+        # The cgroup freezer holds a process whatever its state letter says (see _host_parse).
+        "frozen": freezer_end.get("frozen") if freezer_end else None,
+        "frozen_at_start": freezer_start.get("frozen") if freezer_start else None,
+        "freezer": freezer_end or freezer_start,
         "window_s": round(seconds, 3) if seconds else None,
         "cpu_seconds": round(cpu, 3) if cpu is not None else None,
         "cpu_percent": round(100.0 * cpu / seconds, 1) if cpu is not None else None,

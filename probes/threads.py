@@ -32,6 +32,7 @@ from qdiag.probe import NotApplicable, ProbeError, Option, register
 from qdiag.redact import command_line
 
 from . import _threads_classify as tc
+from ._host_parse import cgroup_frozen
 from . import _threads_facts
 
 DEFAULT_DUMPS = 3
@@ -336,6 +337,14 @@ class _Target:
             # on the stop it finds, jcmd waits for a JVM that cannot answer).  Not touched.
             self._failed_dump("stopped", f"pid {self.pid} is stopped (state T: SIGSTOP, or Ctrl-Z in its terminal): "
                                          f"not dumped, since a dump needs it running; kill -CONT {self.pid} resumes it")
+            return
+        frozen = cgroup_frozen(self.ctx.paths.proc, self.ctx.paths.sys, self.pid)
+        if frozen and frozen["frozen"]:
+            # A frozen task cannot take the stop a ptrace attach sends: py-spy would wait out its
+            # timeout, and a JVM cannot answer jcmd.  Not touched.
+            self._failed_dump("frozen", f"pid {self.pid} is frozen by its cgroup's freezer ({frozen['path']}: "
+                                        f"{frozen['file']} says {frozen['value']}, as after docker pause): not dumped, "
+                                        "since a dump needs it running")
             return
         offset = self.ctx.clock() - self.ctx.window_start
         if self.runtime == "python":

@@ -126,6 +126,16 @@ def _hot(functions: Any) -> list[dict]:
     return [{"function": f["function"], "where": f.get("where"), "samples": f["samples"]} for f in rows[:CONSUMER_HOT]]
 
 
+def _held(facts: list[dict]) -> str | None:
+    """What kept all of the process's code from running for the whole window, as the kernel
+    says: "stopped" (state T at both ends) or "frozen" (its cgroup's freezer at both ends)."""
+    if any(f.get("state") == "T" and f.get("state_at_start") == "T" for f in facts):
+        return "stopped"
+    if any(f.get("frozen") is True and f.get("frozen_at_start") is True for f in facts):
+        return "frozen"
+    return None
+
+
 def _consumer(subject_id: str, facts: list[dict], queues: set[str]) -> dict[str, Any]:
     kernel = _first(facts, "kernel", dict) or {}
     dumped = next((f for f in facts if f.get("tool") and num(f.get("dumps"))), {})
@@ -137,7 +147,7 @@ def _consumer(subject_id: str, facts: list[dict], queues: set[str]) -> dict[str,
         "cpu_percent": _first(facts, "cpu_percent", (int, float)),
         "threads": _first(facts, "threads_total", int) or _first(facts, "threads", int),
         "queue": queue if queue in queues else None, "focus": all(f.get("focus", True) is not False for f in facts),
-        "gone": any(f.get("gone") is True for f in facts),
+        "gone": any(f.get("gone") is True for f in facts), "held": _held(facts),
         "dumped_with": dumped.get("tool"), "dumps": dumped.get("dumps"),
         "dump_classes": {c: n for c, n in classes.items() if num(n)} if dumped else {},
         "kernel": _kernel_view(kernel) if kernel else {"sampled": False},

@@ -304,6 +304,9 @@ WAIT_WORDS = {"cpu": "on CPU", "broker": "idle, waiting for the broker", "lock":
               "sleep": "sleeping", "disk": "in disk waits", "child": "waiting for a child process",
               "local": "on pipes and local sockets", "other": "in other system calls", "unknown": "in unknown states",
               "unreadable": "unreadable"}
+# A process none of whose code ran all window (build.py's "held").
+HELD_WORDS = {"stopped": "stopped (state T) for the whole window, none of its code ran",
+              "frozen": "frozen by its cgroup's freezer for the whole window, none of its code ran"}
 # At most this many parts in a consumer's one-line wait summary.
 CONSUMER_PARTS = 4
 
@@ -377,6 +380,8 @@ def consumer_line(c: dict) -> str:
     if c.get("gone"):
         return "exited before or during the window"
     parts = consumer_waits(c)
+    if c.get("held") in HELD_WORDS:  # its threads' waits are only where it was caught
+        parts = [HELD_WORDS[c["held"]] + (f" (threads left {', '.join(parts)})" if parts else "")]
     kernel = c.get("kernel") if isinstance(c.get("kernel"), dict) else {}
     if not parts and c.get("dump_classes"):
         classes = sorted(c["dump_classes"].items(), key=lambda kv: -kv[1])

@@ -29,6 +29,7 @@ from qdiag.context import ProbeContext
 import qdiag.probes.threads  # noqa: F401  (registers the probe)
 from qdiag.probes import _threads_classify as tc
 from qdiag.runner import Runner
+from tests.freezer import frozen
 
 pytestmark = pytest.mark.live  # runs the probe against this host: spawned processes, sockets, files
 
@@ -342,6 +343,28 @@ def test_a_stopped_python_process_is_not_attached_to_and_stays_stopped(tmp_path)
     finally:
         os.kill(stopped.pid, signal.SIGCONT)
         stop(stopped)
+
+
+def test_a_frozen_process_is_not_attached_to_and_stays_frozen(tmp_path):
+    """docker pause (the v2 cgroup freezer): a ptrace attach would wait for a stop the frozen
+    task cannot take; the probe says why in one line, and the kernel's view of its threads stays."""
+    paused = spawn(tmp_path, "paused", """
+        import time
+        print("ready", flush=True)
+        time.sleep(3600)
+        """)
+    try:
+        with frozen(paused.pid, "v2") as cgroup:
+            began = time.monotonic()
+            result = run_probe(window=1.0, pids=(paused.pid,))
+            assert time.monotonic() - began < 15  # py-spy's timeout not waited out
+            assert result.status == P.ERROR
+            assert result.error.startswith(f"pid {paused.pid} is frozen by its cgroup's freezer ({cgroup}: "), \
+                result.error
+            with open(f"/proc/{paused.pid}/cgroup") as fh:
+                assert f"0::{cgroup}" in fh.read().split()
+    finally:
+        stop(paused)
 
 
 def test_a_process_that_exits_mid_window_keeps_its_dumps(tmp_path):

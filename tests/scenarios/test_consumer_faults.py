@@ -10,6 +10,7 @@ import signal
 
 import pytest
 
+from tests.freezer import frozen
 from tests.scenarios.conftest import REDIS_URL, wait_until
 from tests.scenarios.test_scenarios import RABBIT, _port
 
@@ -85,6 +86,22 @@ def test_rabbitmq_consumer_stopped_by_a_signal(rabbit, processes, investigate, e
         assert any("state T" in e for e in top["evidence"]), top["evidence"]
     finally:
         os.kill(consumer.pid, signal.SIGCONT)
+
+
+def test_rabbitmq_consumer_paused_by_the_cgroup_freezer(rabbit, processes, investigate, expect):
+    """`docker pause` on the consumer's container: the cgroup freezer holds every thread.  The
+    kernel's state letter says S and its system call is the one it was in (it looks idle on the
+    broker); only the cgroup says frozen.  No --pid: discovery finds it."""
+    q = rabbit.queue("paused")
+    processes.start("producer.py", "rabbitmq", q, "--rate", "30")
+    consumer = processes.start("consumer.py", "rabbitmq", q, "--prefetch", "10")
+    rabbit.wait_acking(q)
+    with frozen(consumer.pid, "v2"):
+        rabbit.wait_backlog(q, 60)
+        inv = investigate("--rabbitmq", RABBIT, "--queue", q)
+        top = expect(inv, "consumer-stuck", f"process:{consumer.pid}")
+        assert "consumer-process-frozen" in top["rules"], top["rules"]
+        assert any("frozen 1" in e for e in top["evidence"]), top["evidence"]
 
 
 def test_redis_list_workers_listening_on_another_key(redis_db, processes, investigate, expect):

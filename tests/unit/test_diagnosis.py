@@ -394,7 +394,7 @@ KNOWN_COMMANDS = {
     "kafka-consumer-groups", "kafka-topics", "kafka-configs", "kafka-console-consumer", "kafka-get-offsets",
     "rabbitmqctl", "rabbitmq-diagnostics", "redis-cli", "py-spy", "jcmd", "ss", "nstat", "top", "pidstat",
     "vmstat", "mpstat", "free", "ps", "dmesg", "journalctl", "cat", "ls", "prlimit", "iostat", "iotop", "ip",
-    "ethtool", "curl", "sysctl", "conntrack", "systemd-cgtop", "qdiag", "grep",
+    "ethtool", "curl", "sysctl", "conntrack", "systemd-cgtop", "qdiag", "grep", "docker",
 }
 
 

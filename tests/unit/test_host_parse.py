@@ -583,3 +583,56 @@ def test_fixture_trees_were_recorded_where_expected():
     for case in ("v1_throttled", "no_psi", "v1_oom", "v2_handmade", "v1_container", "v1_container_fallback"):
         for stage in ("t0", "t1"):
             assert os.path.isfile(FIX / case / stage / "proc" / "self" / "cgroup"), (case, stage)
+
+
+def _freezer_tree(tmp_path: Path, v1_state: str | None, v2_events: str | None) -> tuple[list, list, str]:
+    """A hybrid host's /sys: the v1 freezer at /sys/fs/cgroup/freezer, cgroup2 at .../unified."""
+    sys_root = tmp_path / "sys"
+    v1 = sys_root / "fs/cgroup/freezer/docker/ab12"
+    v2 = sys_root / "fs/cgroup/unified/system.slice/docker-ab12.scope"
+    for directory, name, text in ((v1, "freezer.state", v1_state), (v2, "cgroup.events", v2_events)):
+        directory.mkdir(parents=True)
+        if text is not None:
+            (directory / name).write_text(text)
+    memberships = [{"id": "6", "controllers": ["freezer"], "path": "/docker/ab12"},
+                   {"id": "0", "controllers": [], "path": "/system.slice/docker-ab12.scope"}]
+    mounts = [{"root": "/", "mount_point": "/sys/fs/cgroup/freezer", "fstype": "cgroup", "options": ["rw", "freezer"]},
+              {"root": "/", "mount_point": "/sys/fs/cgroup/unified", "fstype": "cgroup2", "options": ["rw"]}]
+    return memberships, mounts, str(sys_root)
+
+
+def test_freezer_read_from_either_hierarchy(tmp_path):
+    thawed_v2 = "populated 1\nfrozen 0\n"
+    reading = hp.freezer_reading(*_freezer_tree(tmp_path / "a", "FROZEN\n", thawed_v2))
+    assert reading == {"frozen": True, "version": "v1", "path": "/docker/ab12", "file": "freezer.state",
+                       "value": "FROZEN"}
+    reading = hp.freezer_reading(*_freezer_tree(tmp_path / "b", "THAWED\n", "populated 1\nfrozen 1\n"))
+    assert (reading["frozen"], reading["version"], reading["value"]) == (True, "v2", "frozen 1")
+    # Still catching tasks: some already frozen, the cgroup will not run.
+    assert hp.freezer_reading(*_freezer_tree(tmp_path / "c", "FREEZING\n", thawed_v2))["frozen"] is True
+    assert hp.freezer_reading(*_freezer_tree(tmp_path / "d", "THAWED\n", thawed_v2))["frozen"] is False
+    # No freezer file (the v2 root cgroup; a kernel before 5.2 has no "frozen" key): unknown, not thawed.
+    assert hp.freezer_reading(*_freezer_tree(tmp_path / "e", None, "populated 1\n")) is None
+
+
+def test_freezer_of_a_root_cgroup_is_thawed(tmp_path):
+    """The root of a hierarchy has no freezer file: it cannot be frozen."""
+    memberships, mounts, sys_root = _freezer_tree(tmp_path, None, None)
+    at_root = [dict(m, path="/") for m in memberships]
+    reading = hp.freezer_reading(at_root, mounts, sys_root)
+    assert reading["frozen"] is False and reading["value"] == "the root cgroup, which cannot be frozen"
+
+
+def test_freezer_of_a_cgroup_that_does_not_resolve_is_unknown(tmp_path):
+    """A path absent under the mount would make the mount's root stand in: another cgroup, no guess."""
+    memberships, mounts, sys_root = _freezer_tree(tmp_path, "FROZEN\n", "frozen 1\n")
+    moved = [dict(m, path="/elsewhere") for m in memberships]
+    assert hp.freezer_reading(moved, mounts, sys_root) is None
+
+
+def test_freezer_over_the_window():
+    thawed = {"frozen": False, "version": "v2", "path": "/a", "file": "cgroup.events", "value": "frozen 0"}
+    frozen = dict(thawed, frozen=True, value="frozen 1")
+    out = hp.cgroup_delta({"freezer": thawed, "notes": []}, {"freezer": frozen, "notes": []}, 5.0)
+    assert out["freezer"] == {**frozen, "frozen_at_start": False}
+    assert hp.cgroup_delta({"notes": []}, {"notes": []}, 5.0)["freezer"] is None

@@ -160,3 +160,24 @@ def test_a_consumer_stopped_by_a_signal_is_stuck_and_named_so():
         snap = snapshot(host(), processes(target(7, cpu=0.0, state=end, state_at_start=start)), rabbitmq(queue),
                         queues=["orders"], pids=[7])
         assert not any("consumer-process-stopped" in c["rules"] for c in ranked(snap)), (start, end)
+
+
+def test_a_consumer_frozen_by_its_cgroup_is_stuck_and_named_so():
+    """docker pause: the cgroup freezer holds it at both ends; its state letter says S (v2)."""
+    queue = rabbit_queue("orders", rate_in=20.0, rate_out=0.0, status="growing")
+    freezer = {"frozen": True, "version": "v2", "path": "/system.slice/docker-ab12.scope", "file": "cgroup.events",
+               "value": "frozen 1"}
+    snap = snapshot(host(), processes(target(7, cpu=0.0, state="S", frozen=True, frozen_at_start=True,
+                                             freezer=freezer)),
+                    rabbitmq(queue), queues=["orders"], pids=[7])
+    cause = ranked(snap)[0]
+    assert (cause["id"], cause["subject"]) == ("consumer-stuck", "process:7")
+    assert "consumer-process-frozen" in cause["rules"]
+    assert any("/system.slice/docker-ab12.scope: cgroup.events says frozen 1" in e for e in cause["evidence"])
+    assert "docker unpause" in cause["mitigations"]["immediate"][0]
+    # Frozen at one end only (thawed during the window, or frozen just now), or unknown: not this rule.
+    for start, end in ((True, False), (False, True), (None, None)):
+        snap = snapshot(host(), processes(target(7, cpu=0.0, frozen=end, frozen_at_start=start,
+                                                 freezer=dict(freezer, frozen=end))),
+                        rabbitmq(queue), queues=["orders"], pids=[7])
+        assert not any("consumer-process-frozen" in c["rules"] for c in ranked(snap)), (start, end)

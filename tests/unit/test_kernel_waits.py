@@ -193,6 +193,8 @@ def test_local_fds_and_sleeps():
 
 def test_states_and_other_calls():
     assert kw.classify("D", "read", (3,), "folio_wait_bit_common", None).parts == (("disk", "folio_wait_bit_common"),)
+    # The v1 cgroup freezer puts its tasks in D inside __refrigerator: frozen, not a disk wait.
+    assert kw.classify("D", "clock_nanosleep", (1,), "__refrigerator", None).parts == (("other", "frozen"),)
     assert kw.classify("R", "futex", (1, 0), None, None).parts == (("cpu", None),)
     assert kw.classify("S", "running", (), None, None).parts == (("cpu", None),)
     assert kw.classify(None, None, (), None, None).parts == (("unreadable", None),)

@@ -21,6 +21,8 @@ from pathlib import Path
 import psutil
 import pytest
 
+from tests.freezer import frozen
+
 from qdiag import probe as P
 from qdiag.config import resolve
 from qdiag import sockdiag
@@ -426,6 +428,20 @@ def test_process_exiting_during_the_window_is_gone_not_an_error(tmp_path, spawn,
         assert rec["cpu_percent"] is None and rec["window_s"] is None and rec["cgroup_stats"] is None
     assert targets[unreaped.pid]["state"] == "Z"
     assert targets[reaped]["state"] is None
+
+
+@pytest.mark.live
+@pytest.mark.parametrize("version", ["v1", "v2"])
+def test_a_process_held_by_the_cgroup_freezer_is_said_frozen(tmp_path, spawn, version):
+    """docker pause: the state letter says D (v1) or S (v2); the cgroup's own file says frozen."""
+    child, _ = spawn(SLEEPER)
+    assert by_pid(run_probe(tmp_path, pids=[child.pid]))[child.pid]["frozen"] is False
+    with frozen(child.pid, version) as cgroup:
+        rec = by_pid(run_probe(tmp_path, pids=[child.pid]))[child.pid]
+        assert (rec["frozen"], rec["frozen_at_start"]) == (True, True), rec
+        assert rec["freezer"]["path"] == cgroup and rec["freezer"]["version"] == version
+        assert rec["state"] == ("D" if version == "v1" else "S")
+    assert by_pid(run_probe(tmp_path, pids=[child.pid]))[child.pid]["frozen"] is False
 
 
 @pytest.mark.live

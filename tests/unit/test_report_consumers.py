@@ -56,6 +56,25 @@ def test_lock_waits_that_never_woke_are_counted_on_the_consumers_line():
     assert "in lock or condition waits" in text
 
 
+def test_a_stopped_or_frozen_consumer_says_so_before_where_its_threads_were_left():
+    """Its threads' waits are where it was caught ("idle on the broker"), not what it does."""
+    for facts, held, words in (({"state": "T", "state_at_start": "T"}, "stopped", "stopped (state T)"),
+                               ({"frozen": True, "frozen_at_start": True}, "frozen", "frozen by its cgroup's freezer")):
+        proc = with_kernel(7, kernel(broker=1.0, cpu=0.0))
+        snap = snapshot(host(), processes(target(7, cpu=0.0, **facts)), thread_probe(proc),
+                        rabbitmq(rabbit_queue("orders", rate_in=20.0, rate_out=0.0, status="growing")),
+                        queues=["orders"], pids=[7])
+        report = build_report(snap, RULES)
+        assert consumer_of(report, 7)["held"] == held
+        line = next(line for line in render_text(report, color=False, unicode=False, width=300).splitlines()
+                    if line.startswith("  pid 7 python:"))
+        assert line.startswith(f"  pid 7 python: {words} for the whole window, none of its code ran (threads left "), line
+    # Stopped or frozen at one end only: not held.
+    snap = snapshot(host(), processes(target(7, state="T", state_at_start="S", frozen=True, frozen_at_start=False)),
+                    rabbitmq(rabbit_queue("orders")), queues=["orders"], pids=[7])
+    assert consumer_of(build_report(snap, RULES), 7)["held"] is None
+
+
 def test_a_consumer_the_kernel_did_not_sample_is_in_the_json_and_markdown_not_on_the_first_screen():
     snap = snapshot(host(), processes(target(8, cpu=40.0)), rabbitmq(rabbit_queue("orders")), queues=["orders"],
                     pids=[8])
