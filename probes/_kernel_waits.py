@@ -508,7 +508,7 @@ def summarise_process(threads: Mapping[int, Mapping], connections: Mapping[int, 
                          "futex", "cpu_s", "runqueue_wait_s"}], active threads first, at most
                          max_threads_listed (threads_listed_omitted counts the rest)
       peers            [{"peer", "kind" (peer|broker), "protocol_guess", "wait_share", "threads_waiting",
-                         "connections", "tcp": None | {"connections_sampled", "rtt_ms", "rtt_ms_max",
+                         "connections", "tcp": None | {"connections_sampled", "samples", "rtt_ms", "rtt_ms_max",
                          "awaiting_answer_share", "request_waits": {"requests", "exact", "median_ms",
                          "max_ms"}, "unacked_max", "bytes_out", "bytes_in", "retransmits"}}]
       lock_waits_never_woke  [{"tid", "name", "wait"}]: threads whose lock wait did not change and
@@ -625,6 +625,7 @@ def _merge_connections(conns: list[Mapping]) -> dict:
 
     return {
         "connections_sampled": len(summaries),
+        "samples": sampled,
         "rtt_ms": round(median(rtts), 3) if rtts else None,
         "rtt_ms_max": max((s["rtt_ms_max"] for s in summaries if s.get("rtt_ms_max") is not None), default=None),
         # Weighted by samples: a connection seen once must not count as much as one seen all window.

@@ -68,6 +68,24 @@ def wait_summary(kernel: dict) -> str | None:
     return ", ".join(parts[:6]) or None
 
 
+# Less than this many bytes sent to the broker over the window is no acknowledgement, no
+# commit and no request: AMQP's smallest basic.ack frame is 21 bytes, its heartbeat frame 8;
+# Kafka's and Redis's requests are larger than both.
+BROKER_SILENT_BYTES = 21
+
+
+def broker_silent(kernel: dict) -> bool | None:
+    """Whether the process sent the broker nothing but heartbeats all window, from the kernel's
+    TCP counters of its connections to the broker (read at every sample, so fresher than a
+    broker's statistics, which RabbitMQ refreshes every few seconds); None when they were not
+    read at two samples or more."""
+    tcps = [p.get("tcp") for p in kernel.get("peers") or [] if p.get("kind") == "broker"]
+    if not tcps or any(not t or t.get("bytes_out") is None
+                       or (num(t.get("samples")) or 0) < 2 * (num(t.get("connections_sampled")) or 1) for t in tcps):
+        return None
+    return sum(t["bytes_out"] for t in tcps) < BROKER_SILENT_BYTES
+
+
 def kernel_facts(proc: dict) -> dict[str, Any]:
     """Where the consumer's threads spent the window, as the kernel saw it."""
     kernel = proc.get("kernel") or {}
@@ -80,6 +98,7 @@ def kernel_facts(proc: dict) -> dict[str, Any]:
     answers = tcp.get("request_waits") or {}
     return {
         "kernel_sampled": bool(kernel.get("thread_samples")),
+        "broker_silent": broker_silent(kernel),
         "kernel_cpu_share": num(shares.get("cpu")),
         "kernel_lock_share": num(shares.get("lock")),
         "kernel_peer_share": num(shares.get("peer")),

@@ -226,17 +226,6 @@ class Rabbit:
             return ((stats.get("ack_details") or {}).get("rate") or 0) > 0
         wait_until(check, timeout, f"the consumers of {name} to show acks in the management API")
 
-    def wait_stalled(self, name: str, timeout: float = BACKLOG_TIMEOUT_S):
-        """Until the management API shows deliveries held and no acks: its rates describe the last
-        statistics interval, so for up to two intervals after consumers stop they still show the
-        acks from before (an on-call engineer arrives after that, not a second after the fault)."""
-        def check():
-            row = self.stats(name)
-            stats = row.get("message_stats") or {}
-            return row.get("messages_unacknowledged", 0) > 0 and "ack_details" in stats \
-                and (stats["ack_details"].get("rate") or 0) == 0
-        wait_until(check, timeout, f"the management API to show {name}'s consumers holding messages without acks")
-
     def user(self) -> str:
         """A user that may connect from other hosts (guest may only use loopback); returns its AMQP
         URL path part "user:password"."""

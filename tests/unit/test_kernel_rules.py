@@ -83,6 +83,38 @@ def test_idle_workers_waiting_on_a_condition_are_not_stuck_while_the_queue_drain
     assert not [c for c in ranked(snap) if c["id"] == "consumer-stuck" and c["score"] >= 0.3]
 
 
+def _broker_link(record, bytes_out, samples=30):
+    """The consumer's connection to the broker, as the kernel's TCP counters saw it over the window."""
+    record["peers"].append({"peer": "127.0.0.1:5672", "kind": "broker", "protocol_guess": "amqp", "wait_share": 0.1,
+                            "threads_waiting": 1, "connections": 1,
+                            "tcp": {"connections_sampled": 1, "samples": samples, "bytes_out": bytes_out,
+                                    "bytes_in": 0}})
+    return record
+
+
+def test_broker_rates_from_before_the_wedge_do_not_hide_it_when_the_one_consumer_sent_nothing():
+    """RabbitMQ's rates describe its last statistics interval: a second after the consumer wedged
+    they still show its acks.  Its connection to the broker says what happened in the window."""
+    stale = rabbit_queue("orders", rate_in=30.0, rate_out=7.8, status="growing")  # acks of the last interval
+    for bytes_out, expected in ((0, True), (8, True), (21, False), (400, False)):  # a heartbeat frame is 8 bytes
+        proc = with_kernel(7, _broker_link(kernel(lock_never_woke=(10, 11), cpu=0.0), bytes_out))
+        snap = snapshot(host(), processes(target(7, cpu=0.0)), thread_probe(proc), rabbitmq(stale),
+                        queues=["orders"], pids=[7])
+        fired = any("consumer-threads-never-woke" in c["rules"] for c in ranked(snap))
+        assert fired is expected, bytes_out
+        if expected:
+            assert top(snap) == ("consumer-stuck", "process:7")
+    # Other consumers may be what moves the queue: the broker's rate stands.
+    shared = dict(stale, consumers=2)
+    proc = with_kernel(7, _broker_link(kernel(lock_never_woke=(10, 11), cpu=0.0), 0))
+    snap = snapshot(host(), processes(target(7, cpu=0.0)), thread_probe(proc), rabbitmq(shared),
+                    queues=["orders"], pids=[7])
+    assert not any("consumer-threads-never-woke" in c["rules"] for c in ranked(snap))
+    # Counters read at one sample only: nothing said.
+    proc = with_kernel(7, _broker_link(kernel(lock_never_woke=(10, 11), cpu=0.0), 0, samples=1))
+    assert kernel_facts(proc)["broker_silent"] is None
+
+
 def test_a_consumer_idle_on_its_broker_has_no_dependency():
     proc = with_kernel(7, kernel(broker=0.95, cpu=0.01))
     snap = snapshot(host(), processes(target(7)), thread_probe(proc),
