@@ -582,8 +582,8 @@ def _v2_has(controller: str, line: dict, mount: dict, sys_root: str) -> bool:
         return False
 
 
-# The kernel's cgroup freezer (`docker pause`, `kubectl`-less `systemctl freeze`,
-# a checkpoint in progress) holds every task of a cgroup: under v1 they sleep in
+# The kernel's cgroup freezer (`docker pause`, `systemctl freeze`, a CRIU checkpoint
+# in progress) holds every task of a cgroup: under v1 they sleep in
 # state D in __refrigerator, under v2 in state S inside the signal path, their
 # system call left as it was (a paused consumer then looks idle).  Only the
 # cgroup's own file says so plainly: v1 freezer.state (FREEZING while tasks are
@@ -707,10 +707,7 @@ def cgroup_delta(before: dict[str, Any], after: dict[str, Any], seconds: float) 
     """Two cgroup_stats() readings -> limits, current usage and deltas over `seconds`."""
     notes = list(dict.fromkeys(before.get("notes", []) + after.get("notes", [])))
     out: dict[str, Any] = {"pid": after.get("pid"), "version": after.get("version"), "cpu": None, "memory": None,
-                           "freezer": None, "notes": notes}
-    freezer0, freezer1 = before.get("freezer"), after.get("freezer")
-    if freezer1:
-        out["freezer"] = {**freezer1, "frozen_at_start": freezer0.get("frozen") if freezer0 else None}
+                           "notes": notes}
     cpu0, cpu1 = before.get("cpu"), after.get("cpu")
     if cpu0 and cpu1 and _moved(cpu0, cpu1):
         notes.append(f"cpu: the process moved from {cpu0['path']} to {cpu1['path']} during the window")

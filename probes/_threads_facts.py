@@ -196,7 +196,17 @@ def _subjects(obs: dict, joined):
             facts["waiting_on_subject"] = f"dependency:tcp://{facts['peer_waited']}"
         if facts.get("cpu_percent") is None and facts["kernel_sampled"]:
             facts["cpu_percent"] = _kernel_cpu_percent(proc)
+        facts["nothing_drained"] = nothing_drained(facts.get("queue") or {}, facts["broker_silent"])
         yield Subject("threads", f"process:{pid}", facts)
+
+
+def nothing_drained(queue: dict, silent: bool | None) -> bool:
+    """Whether the consumer's queue lost nothing to it over the window: the broker's out rate is not
+    above zero, or the process is the queue's one consumer and sent the broker nothing (RabbitMQ's
+    rates describe its last statistics interval: for a few seconds after a consumer wedges they
+    still show its acks from before, while its connection, read by the kernel, is silent)."""
+    rate_out = num(queue.get("rate_out"))
+    return not (rate_out is not None and rate_out > 0) or (silent is True and queue.get("consumers") == 1)
 
 
 def _kernel_cpu_percent(proc: dict) -> float | None:

@@ -628,11 +628,3 @@ def test_freezer_of_a_cgroup_that_does_not_resolve_is_unknown(tmp_path):
     memberships, mounts, sys_root = _freezer_tree(tmp_path, "FROZEN\n", "frozen 1\n")
     moved = [dict(m, path="/elsewhere") for m in memberships]
     assert hp.freezer_reading(moved, mounts, sys_root) is None
-
-
-def test_freezer_over_the_window():
-    thawed = {"frozen": False, "version": "v2", "path": "/a", "file": "cgroup.events", "value": "frozen 0"}
-    frozen = dict(thawed, frozen=True, value="frozen 1")
-    out = hp.cgroup_delta({"freezer": thawed, "notes": []}, {"freezer": frozen, "notes": []}, 5.0)
-    assert out["freezer"] == {**frozen, "frozen_at_start": False}
-    assert hp.cgroup_delta({"notes": []}, {"notes": []}, 5.0)["freezer"] is None

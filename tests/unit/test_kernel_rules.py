@@ -4,7 +4,7 @@ on hand-made snapshots: each must name the mechanism, not a function name."""
 
 from __future__ import annotations
 
-from probes._threads_facts import kernel_facts, wait_summary
+from probes._threads_facts import kernel_facts, nothing_drained, wait_summary
 from tests.unit.test_diagnosis import (host, kafka, kafka_queue, processes, rabbit_queue, rabbitmq, ranked, snapshot,
                                        target, thread_probe, threads, top)
 
@@ -113,6 +113,14 @@ def test_broker_rates_from_before_the_wedge_do_not_hide_it_when_the_one_consumer
     # Counters read at one sample only: nothing said.
     proc = with_kernel(7, _broker_link(kernel(lock_never_woke=(10, 11), cpu=0.0), 0, samples=1))
     assert kernel_facts(proc)["broker_silent"] is None
+
+
+def test_nothing_drained():
+    assert nothing_drained({}, None) and nothing_drained({"rate_out": 0.0, "consumers": 3}, False)
+    assert not nothing_drained({"rate_out": 4.0, "consumers": 1}, None)  # counters not read: the broker stands
+    assert not nothing_drained({"rate_out": 4.0, "consumers": 1}, False)
+    assert nothing_drained({"rate_out": 4.0, "consumers": 1}, True)
+    assert not nothing_drained({"rate_out": 4.0, "consumers": 2}, True)
 
 
 def test_a_consumer_idle_on_its_broker_has_no_dependency():
